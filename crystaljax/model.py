@@ -1,0 +1,139 @@
+"""The ConvNet of Table 2 (Flax NNX).
+
+input (B, 64, 64, 3) NHWC -> conv 7x7 x32, x32 (same, ReLU) -> max-pool 2 -> conv 7x7 x16, x16
+-> max-pool 2 -> conv 7x7 x8, x8 -> dropout 0.25 -> flatten (2048) -> dense 128 ReLU -> batch norm
+-> dense 7 -> logits.  Softmax is applied by callers (``jax.nn.softmax``).
+
+365,719 numbers including the batch-norm running mean/variance (102,032 conv + 262,272 dense
++ 512 batch norm + 903 output).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import jax
+import numpy as np
+from flax import nnx
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Architecture of the ConvNet.
+
+    filters: output channels of the six 'same' convolutions; a 2x2 max-pool follows the 2nd and 4th.
+    kernel: square kernel size.  dense: width of the hidden dense layer.  dropout: rate before flatten.
+    image_size / channels: input image shape (H = W = image_size).
+    bn_momentum / bn_epsilon: batch norm running-average momentum and variance epsilon
+    (Keras defaults 0.99 / 1e-3, as in the reference implementation).
+    """
+
+    name: str = "convnet"
+    n_classes: int = 7
+    filters: tuple[int, ...] = (32, 32, 16, 16, 8, 8)
+    kernel: int = 7
+    dense: int = 128
+    dropout: float = 0.25
+    image_size: int = 64
+    channels: int = 3
+    bn_momentum: float = 0.99
+    bn_epsilon: float = 1e-3
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any] | None) -> "ModelConfig":
+        """Build from a mapping (e.g. an OmegaConf container or a model card), ignoring unknown keys."""
+        if values is None:
+            return cls()
+        names = {f.name for f in dataclasses.fields(cls)}
+        kw = {k: v for k, v in dict(values).items() if k in names}
+        if "filters" in kw:
+            kw["filters"] = tuple(int(f) for f in kw["filters"])
+        return cls(**kw)
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["filters"] = list(self.filters)
+        return d
+
+
+POOL_AFTER = (1, 3)  # max-pool 2x2 after the 2nd and 4th convolution (0-based indices)
+
+
+class ConvNet(nnx.Module):
+    """Table 2 ConvNet.  ``__call__(x (B, H, W, C) float32, train=False, rngs=None) -> logits (B, n_classes)``.
+
+    Train mode (``train=True``) applies dropout (needs ``rngs``: an ``nnx.Rngs`` with a 'dropout'
+    stream or a key) and updates the batch-norm running statistics from the batch; eval mode uses
+    the running statistics and no dropout.  The Dropout layer holds no RNG state, so
+    ``nnx.state(model)`` is exactly parameters + batch statistics.
+    """
+
+    def __init__(
+        self,
+        n_classes: int = 7,
+        filters: tuple[int, ...] = (32, 32, 16, 16, 8, 8),
+        kernel: int = 7,
+        dense: int = 128,
+        dropout: float = 0.25,
+        *,
+        image_size: int = 64,
+        channels: int = 3,
+        bn_momentum: float = 0.99,
+        bn_epsilon: float = 1e-3,
+        rngs: nnx.Rngs,
+    ):
+        convs = []
+        c_in = channels
+        for c_out in filters:
+            convs.append(nnx.Conv(c_in, c_out, (kernel, kernel), padding="SAME", rngs=rngs))
+            c_in = c_out
+        self.convs = nnx.List(convs)
+        self.dropout = nnx.Dropout(dropout)
+        n_pool = sum(1 for i in POOL_AFTER if i < len(filters))
+        side = image_size // (2**n_pool)
+        self.flat_features = side * side * c_in
+        self.hidden = nnx.Linear(self.flat_features, dense, rngs=rngs)
+        self.bn = nnx.BatchNorm(dense, momentum=bn_momentum, epsilon=bn_epsilon, rngs=rngs)
+        self.out = nnx.Linear(dense, n_classes, rngs=rngs)
+
+    @classmethod
+    def from_config(cls, cfg: ModelConfig, *, rngs: nnx.Rngs) -> "ConvNet":
+        return cls(
+            n_classes=cfg.n_classes, filters=tuple(cfg.filters), kernel=cfg.kernel, dense=cfg.dense,
+            dropout=cfg.dropout, image_size=cfg.image_size, channels=cfg.channels,
+            bn_momentum=cfg.bn_momentum, bn_epsilon=cfg.bn_epsilon, rngs=rngs,
+        )
+
+    def __call__(self, x: jax.Array, *, train: bool = False, rngs: Any = None) -> jax.Array:
+        """x (B, H, W, C) -> logits (B, n_classes)."""
+        for i, conv in enumerate(self.convs):
+            x = jax.nn.relu(conv(x))
+            if i in POOL_AFTER:
+                x = nnx.max_pool(x, window_shape=(2, 2), strides=(2, 2))
+        x = self.dropout(x, deterministic=not train, rngs=rngs if train else None)
+        x = x.reshape(x.shape[0], -1)
+        x = jax.nn.relu(self.hidden(x))
+        x = self.bn(x, use_running_average=not train)
+        return self.out(x)
+
+
+def build_model(cfg: ModelConfig = ModelConfig(), seed: int = 0) -> ConvNet:
+    """A freshly initialised ConvNet from a config."""
+    return ConvNet.from_config(cfg, rngs=nnx.Rngs(seed))
+
+
+def count_parameters(model: nnx.Module, include_batch_stats: bool = True) -> int:
+    """Number of scalars in the model (parameters, plus batch-norm running mean/var if asked)."""
+    filt = nnx.Param if not include_batch_stats else (nnx.Param, nnx.BatchStat)
+    state = nnx.state(model, filt)
+    return int(sum(np.size(x) for x in jax.tree.leaves(state)))
+
+
+def probabilities(logits: jax.Array) -> jax.Array:
+    """Softmax over the last axis: logits (B, n) -> probabilities (B, n)."""
+    return jax.nn.softmax(logits, axis=-1)
+
+
+__all__ = ["ModelConfig", "ConvNet", "build_model", "count_parameters", "probabilities"]
