@@ -1,0 +1,162 @@
+"""Reading and validating input structures (host side, NumPy/ASE).
+
+Every error raised on purpose is a :class:`~crystaljax.errors.CrystalJaxError` with a one-line message that
+names the file (or the ``source`` string): :class:`InputFileError` for files that are missing or cannot be
+parsed, :class:`StructureError` for structures that cannot be imaged.
+
+Periodicity convention (used by ``cell`` and ``cluster`` too): a structure is *periodic* iff all three
+``atoms.pbc`` flags are set and the cell volume is non-zero.  Partially periodic structures (slabs, wires,
+``pbc = [True, True, False]`` ...) are treated as finite: their atoms are used as given, without images.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from crystaljax.errors import CrystalJaxError, InputFileError, StructureError
+
+#: Largest supported atomic number.  The fingerprint uses the form factor of element Z + 2 and tabulated
+#: form factors stop at Z = 98 (Cf).
+MAX_Z = 96
+#: Cells with |det| below this (Å^3) count as degenerate.
+MIN_VOLUME = 1e-6
+#: Atoms closer than this (Å) count as overlapping.
+MIN_DISTANCE = 1e-3
+
+
+def is_periodic(atoms) -> bool:
+    """True iff all three pbc flags are set and |det(cell)| > ``MIN_VOLUME`` Å^3 (partial pbc -> False)."""
+    if not bool(np.all(atoms.pbc)):
+        return False
+    cell = np.asarray(atoms.cell, dtype=np.float64)
+    if not np.all(np.isfinite(cell)):
+        return False
+    return abs(float(np.linalg.det(cell))) > MIN_VOLUME
+
+
+def _one_line(text) -> str:
+    return " ".join(str(text).split())
+
+
+def _label(source: str) -> str:
+    return f"{source}: " if source else ""
+
+
+def _min_pair_distance(atoms, periodic: bool, cutoff: float) -> float:
+    """Smallest distance (Å) between two atoms (periodic images included if ``periodic``); inf if > cutoff."""
+    if periodic:
+        from ase.neighborlist import neighbor_list
+
+        d = neighbor_list("d", atoms, cutoff, self_interaction=False)
+        return float(d.min()) if len(d) else np.inf
+    from scipy.spatial import cKDTree
+
+    pos = np.asarray(atoms.positions, dtype=np.float64)
+    if len(pos) < 2:
+        return np.inf
+    d, _ = cKDTree(pos).query(pos, k=2)
+    return float(d[:, 1].min())
+
+
+def validate(atoms, source: str = ""):
+    """Check that ``atoms`` can be imaged and return it unchanged.
+
+    Raises :class:`StructureError` (one line, prefixed by ``source``) for: no atoms; one atom in a finite
+    (non-periodic or partially periodic) structure; NaN/inf positions or cell; atomic number 0 or > 96;
+    a fully periodic structure whose cell is missing or has |det| < 1e-6 Å^3; two atoms (or an atom and a
+    periodic image) closer than 1e-3 Å.  A one-atom *periodic* cell is fine (it is replicated later).
+    """
+    where = _label(source)
+    n = len(atoms)
+    if n == 0:
+        raise StructureError(f"{where}structure has no atoms")
+    numbers = np.asarray(atoms.numbers)
+    bad = numbers[(numbers < 1) | (numbers > MAX_Z)]
+    if len(bad):
+        raise StructureError(
+            f"{where}unknown or unsupported element (atomic number {int(bad[0])}); supported: 1..{MAX_Z}"
+        )
+    pos = np.asarray(atoms.positions, dtype=np.float64)
+    if not np.all(np.isfinite(pos)):
+        raise StructureError(f"{where}atomic positions contain NaN or inf")
+    cell = np.asarray(atoms.cell, dtype=np.float64)
+    if not np.all(np.isfinite(cell)):
+        raise StructureError(f"{where}cell contains NaN or inf")
+    fully_pbc = bool(np.all(atoms.pbc))
+    if fully_pbc:
+        vol = abs(float(np.linalg.det(cell)))
+        if not np.any(cell):
+            raise StructureError(f"{where}structure is periodic but has no cell")
+        if vol < MIN_VOLUME:
+            raise StructureError(f"{where}periodic cell has (near) zero volume ({vol:.3g} A^3)")
+    periodic = fully_pbc  # volume checked above
+    if n == 1 and not periodic:
+        raise StructureError(f"{where}a single atom without a periodic cell cannot be imaged")
+    dmin = _min_pair_distance(atoms, periodic, MIN_DISTANCE)
+    if dmin < MIN_DISTANCE:
+        raise StructureError(f"{where}overlapping atoms (two atoms {dmin:.3g} A apart)")
+    return atoms
+
+
+def _guess_aims(path: Path) -> bool:
+    return path.name == "geometry.in" or path.suffix == ".in"
+
+
+def read_structures(path, index=":", format: str | None = None) -> list:
+    """Read every frame ``index`` selects from an ASE-readable file and validate each one.
+
+    path:   any file ASE reads (CIF, POSCAR/vasp, extxyz incl. multi-frame, FHI-aims ``geometry.in``/``*.in``,
+            LAMMPS data with ``format="lammps-data"``, xyz, ...).
+    index:  ASE index (``":"`` = all frames, an int, or a slice string such as ``"0:10"``).
+    format: ASE format name; guessed when None (``*.in`` / ``geometry.in`` fall back to ``"aims"``).
+
+    Returns a list of ``ase.Atoms`` (positions in Å).  Raises :class:`InputFileError` for a missing, empty,
+    unreadable or unknown-format file, :class:`StructureError` (via :func:`validate`) for a bad frame.
+    """
+    import ase.io
+
+    p = Path(os.fspath(path))
+    if not p.exists():
+        raise InputFileError(f"{p}: no such file")
+    if p.is_dir():
+        raise InputFileError(f"{p}: is a directory, not a structure file")
+    try:
+        if p.stat().st_size == 0:
+            raise InputFileError(f"{p}: empty file")
+    except OSError as e:  # pragma: no cover - permission problems etc.
+        raise InputFileError(f"{p}: cannot access file ({_one_line(e)})") from None
+
+    formats = [format]
+    if format is None and _guess_aims(p):
+        formats.append("aims")
+    first_error = None
+    frames = None
+    for fmt in formats:
+        try:
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message="FHI-aims IO is moving", category=FutureWarning)
+                frames = ase.io.read(str(p), index=index, format=fmt)
+            break
+        except CrystalJaxError:
+            raise
+        except Exception as e:  # ASE raises many exception types for bad files
+            if first_error is None:
+                first_error = e
+    if frames is None:
+        e = first_error
+        msg = _one_line(e) or type(e).__name__
+        kind = "unknown file format" if type(e).__name__ == "UnknownFileTypeError" else "cannot read structure"
+        raise InputFileError(f"{p}: {kind} ({type(e).__name__}: {msg})"[:400]) from None
+
+    if not isinstance(frames, (list, tuple)):
+        frames = [frames]
+    frames = list(frames)
+    if not frames:
+        raise InputFileError(f"{p}: no structures found")
+    for i, atoms in enumerate(frames):
+        validate(atoms, source=f"{p} (frame {i})" if len(frames) > 1 else str(p))
+    return frames
