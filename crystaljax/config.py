@@ -42,12 +42,12 @@ class FingerprintConfig:
 
     angle: rotation angle in degrees; each channel is I(+angle) + I(-angle) about x, y, z.
     z_shift: added to Z before the form factor is looked up (the paper uses +2: H -> Li).
-    atom_block: atoms summed per block in the direct sum (memory/speed knob; 0 = no blocking).
+    unroll: atoms per unrolled step of the scan over atoms (a speed knob; results are identical).
     """
 
     angle: float = 45.0
     z_shift: int = 2
-    atom_block: int = 0
+    unroll: int = 8
 
 
 DETECTOR_PRESETS: dict[str, DetectorConfig] = {

@@ -1,0 +1,189 @@
+"""The two-dimensional diffraction fingerprint, as pure JAX functions.
+
+For a cluster of atoms at positions x_j (Å) with atomic numbers Z_j and weights w_j (the mask),
+the scattered amplitude at scattering vector q (1/Å) is
+
+    F(q) = sum_j w_j f_{Z_j + shift}(s) exp(-i q . x_j),     s = |q| / (4 pi)
+
+and the recorded intensity is I = Omega |F|^2 with Omega the pixel solid angle (detector.py).
+The fingerprint rotates the cluster by +angle and -angle about x, y and z, sums the two
+patterns of each axis into the R, G and B channels, zeroes the beam-stop region and divides
+by the brightest pixel of the three channels.
+
+The direct sum costs one sine and one cosine per (pixel, atom) pair.  XLA's CPU sin/cos are
+scalar library calls, so :func:`sincos` evaluates both with a branch-free polynomial that XLA
+vectorises and fuses with the phase computation; it is accurate to ~1e-6 absolute for the
+phases met here (|q . x| < 1e4 rad).  The sum over atoms is a scan whose carry is the
+(orientation, pixel) amplitude, so memory does not grow with the number of atoms.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+import jax
+import jax.numpy as jnp
+
+from .config import BeamConfig, DetectorConfig, FingerprintConfig
+from .detector import beam_stop_mask, scattering_vectors, solid_angles, validate_detector
+from .scattering import Z_MAX_TABLE, form_factor
+from .structure import Structure
+
+_TWO_PI_HI = 6.28125  # 2 pi split in two parts so that n * 2 pi is exact for n < 2^12 in float32
+_TWO_PI_LO = 2.0 * np.pi - 6.28125
+
+
+def sincos(x):
+    """(sin x, cos x) by range reduction to [-pi, pi], a quarter-angle Taylor series and two doublings.
+
+    Branch-free and vectorisable; |error| <~ 1e-6 in float32 for |x| < 1e4.  Differentiable
+    (the derivative of the polynomial is accurate to the same order).
+    """
+    n = jnp.round(x * (1.0 / (2.0 * np.pi)))
+    r = (x - n * _TWO_PI_HI) - n * _TWO_PI_LO
+    h = 0.25 * r
+    h2 = h * h
+    s = h * (1.0 + h2 * (-1.0 / 6 + h2 * (1.0 / 120 + h2 * (-1.0 / 5040 + h2 * (1.0 / 362880)))))
+    c = 1.0 + h2 * (-0.5 + h2 * (1.0 / 24 + h2 * (-1.0 / 720 + h2 * (1.0 / 40320 - h2 * (1.0 / 3628800)))))
+    s, c = 2.0 * s * c, 1.0 - 2.0 * s * s
+    s, c = 2.0 * s * c, 1.0 - 2.0 * s * s
+    return s, c
+
+
+def rotation_matrix(axis: int, angle):
+    """Right-handed rotation by ``angle`` (radians) about Cartesian axis 0 (x), 1 (y) or 2 (z); (3, 3)."""
+    c, s = jnp.cos(angle), jnp.sin(angle)
+    i, j = [(1, 2), (2, 0), (0, 1)][axis]
+    m = jnp.eye(3, dtype=jnp.result_type(angle, jnp.float32))
+    m = m.at[i, i].set(c).at[j, j].set(c)
+    return m.at[i, j].set(-s).at[j, i].set(s)
+
+
+def channel_rotations(angle_deg: float) -> jnp.ndarray:
+    """(6, 3, 3): rotations +angle, -angle about x, then y, then z (R, G, B channel pairs)."""
+    a = np.deg2rad(angle_deg)
+    return jnp.stack([rotation_matrix(ax, sign * a) for ax in range(3) for sign in (1.0, -1.0)])
+
+
+def _accumulate_amplitude(q, rotated, numbers, weights, form_table, unroll: int):
+    """Direct sum F(q) over atoms for all orientations at once, as a scan over atoms.
+
+    q: (P, 3) 1/Å; rotated: (N, R, 3) Å, atom-major; numbers: (N,) int; weights: (N,) mask;
+    form_table: (Z, P) form factor of every element on the detector pixels.
+    Returns (re, im), each (R, P).  The scan keeps the working set at (R, P) whatever N is, and
+    each step is one fused, vectorised loop over (orientation, pixel); the body is rematerialised
+    in the backward pass, so gradients need memory O(N R) instead of O(N R P).
+    """
+
+    @jax.checkpoint
+    def add_atom(carry, atom):
+        x, z, w = atom  # (R, 3) Å, (), ()
+        amplitude = w * form_table[z]  # (P,)
+        phase = x[:, None, 0] * q[None, :, 0] + x[:, None, 1] * q[None, :, 1] + x[:, None, 2] * q[None, :, 2]
+        s, c = sincos(phase)
+        return (carry[0] + amplitude * c, carry[1] - amplitude * s), None
+
+    zeros = jnp.zeros((rotated.shape[1], q.shape[0]), q.dtype)
+    (re, im), _ = jax.lax.scan(add_atom, (zeros, zeros), (rotated, numbers, weights), unroll=unroll)
+    return re, im
+
+
+def detector_arrays(detector: DetectorConfig, wavelength, z_shift: int = 2):
+    """Per-pixel constants of the flattened detector.
+
+    Returns q (P, 3) 1/Å, Omega (P,) sr and the form-factor table (Z_MAX+1, P): row Z holds
+    f_{Z + z_shift}(s_p) with s = |q| / 4 pi (row 0 is zero, for padding).  ``wavelength`` in
+    metres may be traced (gradients with respect to it flow through q and the form factors).
+    """
+    q = scattering_vectors(detector, wavelength).reshape(-1, 3)
+    s = jnp.sqrt(jnp.sum(q * q, axis=-1)) / (4.0 * jnp.pi)
+    omega = jnp.asarray(solid_angles(detector).reshape(-1), q.dtype)
+    z_all = jnp.arange(Z_MAX_TABLE + 1)
+    z_eff = jnp.where(z_all > 0, jnp.clip(z_all + z_shift, 0, Z_MAX_TABLE), 0)
+    form_table = form_factor(z_eff[:, None], s[None, :]).astype(q.dtype)
+    return q, omega, form_table
+
+
+def patterns(positions, numbers, mask, rotations, arrays, *, n_pixels: int, unroll: int = 8):
+    """Raw intensities I = Omega |F|^2 for each rotation, (R, n, n); no beam stop, no normalisation.
+
+    positions (N, 3) Å; numbers (N,) true atomic numbers (0 = padding); mask (N,) weights;
+    rotations (R, 3, 3) applied as x -> R x; arrays = :func:`detector_arrays` (q, Omega, form table).
+    """
+    q, omega, form_table = arrays
+    numbers = jnp.clip(jnp.asarray(numbers, jnp.int32), 0, Z_MAX_TABLE)
+    rotated = jnp.einsum("rab,nb->nra", rotations.astype(q.dtype), jnp.asarray(positions, q.dtype))
+    re, im = _accumulate_amplitude(q, rotated, numbers, jnp.asarray(mask, q.dtype), form_table, unroll)
+    intensity = omega[None, :] * (re * re + im * im)
+    return intensity.reshape(-1, n_pixels, n_pixels)
+
+
+def diffraction_pattern(positions, numbers, mask=None, *, detector: DetectorConfig | None = None,
+                        beam: BeamConfig | None = None, z_shift: int = 2):
+    """One raw diffraction pattern I = Omega |F|^2 for the beam along +z, (n, n).
+
+    positions: (N, 3) Å as given (no rotation, centring or scaling); numbers: (N,) true atomic
+    numbers (the form factor of Z + ``z_shift`` is used); mask: optional (N,) weights.  Rows follow
+    y, columns follow x.  No beam stop and no normalisation.  Pure and differentiable; float64
+    inputs give a float64 pattern when ``jax_enable_x64`` is on.
+    """
+    detector = validate_detector(detector or DetectorConfig())
+    beam = beam or BeamConfig()
+    positions = jnp.asarray(positions)
+    if not jnp.issubdtype(positions.dtype, jnp.floating):
+        positions = positions.astype(jnp.float32)
+    numbers = jnp.asarray(numbers, jnp.int32)
+    mask = jnp.ones(numbers.shape, positions.dtype) if mask is None else jnp.asarray(mask, positions.dtype)
+    wavelength = jnp.asarray(beam.wavelength, positions.dtype)
+    arrays = detector_arrays(detector, wavelength, z_shift)
+    eye = jnp.eye(3, dtype=positions.dtype)[None]
+    return patterns(positions, numbers, mask, eye, arrays, n_pixels=detector.n_pixels)[0]
+
+
+def combine_channels(intensities, beam_stop):
+    """(6, n, n) patterns -> (n, n, 3) fingerprint: pair sums, beam stop, divide by the brightest pixel."""
+    rgb = jnp.stack([intensities[0] + intensities[1], intensities[2] + intensities[3],
+                     intensities[4] + intensities[5]], axis=-1)
+    rgb = rgb * beam_stop[:, :, None]
+    peak = jnp.max(rgb)
+    return rgb / jnp.where(peak > 0, peak, 1.0)
+
+
+def make_fingerprint_fn(detector: DetectorConfig | None = None, beam: BeamConfig | None = None,
+                        fp: FingerprintConfig | None = None, *, wavelength_arg: bool = False) -> Callable:
+    """Build ``fn(structure) -> (n, n, 3) float32`` for one (unbatched) :class:`Structure`.
+
+    Pure, jit/vmap/grad-able; ``jax.vmap(fn)`` (or :func:`batch_fingerprints`) images a batch.
+    The detector constants (q, Omega, form-factor table) are computed once here.  With
+    ``wavelength_arg=True`` the function is ``fn(structure, wavelength_m)`` and recomputes them
+    from the traced wavelength, so gradients with respect to the wavelength can be taken.
+    """
+    detector = validate_detector(detector or DetectorConfig())
+    beam = beam or BeamConfig()
+    fp = fp or FingerprintConfig()
+    rotations = channel_rotations(fp.angle)
+    beam_stop = jnp.asarray(beam_stop_mask(detector), jnp.float32)
+    fixed_arrays = jax.tree.map(jnp.asarray, jax.jit(detector_arrays, static_argnums=(0, 2))(detector, beam.wavelength, fp.z_shift))
+
+    def image(structure: Structure, arrays):
+        intensities = patterns(structure.positions, structure.numbers, structure.mask, rotations, arrays,
+                               n_pixels=detector.n_pixels, unroll=fp.unroll)
+        return combine_channels(intensities, beam_stop.astype(intensities.dtype))
+
+    if wavelength_arg:
+        return lambda structure, wavelength: image(structure, detector_arrays(detector, wavelength, fp.z_shift))
+    return lambda structure: image(structure, fixed_arrays)
+
+
+def batch_fingerprints(fingerprint_fn: Callable, structures: Structure, chunk: int | None = None):
+    """Apply ``fingerprint_fn`` to a batched Structure, (B, n, n, 3).
+
+    ``chunk`` structures are imaged together (vmap) and chunks run in sequence (``lax.map``):
+    on a CPU a small chunk keeps the working set in cache; on an accelerator the whole batch is
+    one vmap.  ``None`` picks by backend.
+    """
+    if chunk is None:
+        chunk = 1 if jax.default_backend() == "cpu" else structures.positions.shape[0]
+    return jax.lax.map(fingerprint_fn, structures, batch_size=chunk)

@@ -1,0 +1,60 @@
+"""Atomic X-ray form factors and physical constants.
+
+The angle-dependent form factor f0(s) of Waasmaier & Kirfel (Acta Cryst. A51, 416, 1995) is
+``f0(s) = c + sum_i a_i exp(-b_i s^2)`` with ``s = sin(theta) / lambda`` in 1/Å.  The
+coefficients are read once, on the host, from the ``xraydb`` package into a small table indexed
+by atomic number, so the jitted fingerprint only gathers rows of a constant array.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+
+import numpy as np
+
+import jax.numpy as jnp
+
+#: Largest atomic number with tabulated coefficients (Cf).
+Z_MAX_TABLE = 98
+#: Metres per Ångström.
+ANGSTROM = 1.0e-10
+
+
+@functools.lru_cache(maxsize=1)
+def coefficient_table() -> np.ndarray:
+    """(Z_MAX_TABLE + 1, 11) float64: row Z = [c, a_1..a_5, b_1..b_5] for the neutral atom; row 0 is zero."""
+    import xraydb
+
+    table = np.zeros((Z_MAX_TABLE + 1, 11), dtype=np.float64)
+    rows = xraydb.get_xraydb().get_cache("Waasmaier")
+    for row in rows:
+        z = int(row.atomic_number)
+        symbol = str(row.ion).strip()
+        if not (1 <= z <= Z_MAX_TABLE) or not symbol.isalpha():
+            continue  # skip ions such as 'Fe2+': the neutral atom is wanted
+        table[z, 0] = row.offset
+        table[z, 1:6] = json.loads(row.scale)
+        table[z, 6:11] = json.loads(row.exponents)
+    missing = [z for z in range(1, Z_MAX_TABLE + 1) if table[z, 1:6].sum() == 0.0]
+    if missing:
+        raise RuntimeError(f"form-factor table incomplete for Z = {missing}")
+    return table
+
+
+def form_factor(z, s):
+    """f0 of element(s) ``z`` (int array, broadcastable) at ``s = sin(theta)/lambda`` (1/Å), in electrons.
+
+    Differentiable in ``s``.  ``z = 0`` gives 0 (used for padding).
+    """
+    table = jnp.asarray(coefficient_table(), dtype=jnp.result_type(s, jnp.float32))
+    coeffs = table[jnp.asarray(z)]
+    s2 = jnp.asarray(s)[..., None] ** 2
+    return coeffs[..., 0] + jnp.sum(coeffs[..., 1:6] * jnp.exp(-coeffs[..., 6:11] * s2), axis=-1)
+
+
+def form_factor_numpy(z: int, s: np.ndarray) -> np.ndarray:
+    """Float64 host version of :func:`form_factor` for references and tests."""
+    c = coefficient_table()[z]
+    s2 = np.asarray(s, dtype=np.float64)[..., None] ** 2
+    return c[0] + np.sum(c[1:6] * np.exp(-c[6:11] * s2), axis=-1)
