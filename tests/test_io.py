@@ -16,6 +16,8 @@ import ase.io
 from crystaljax.errors import CrystalJaxError, InputFileError, StructureError
 from crystaljax.io import is_periodic, read_structures, validate
 
+pytestmark = pytest.mark.filterwarnings("ignore:FHI-aims IO is moving:FutureWarning")
+
 PROTOTYPES = sorted(glob.glob("/work/shared/data/prototypes/*/*.in"))
 EXAMPLES = Path(__file__).resolve().parents[1] / "crystaljax" / "examples"
 

@@ -1,0 +1,145 @@
+"""Finite clusters for the fingerprint: replication, centring and nearest-neighbour scaling (host side).
+
+``prepare(atoms)`` is the single entry point: validate -> standard cell (periodic input only) ->
+``build_cluster``.  The output is a finite ``ase.Atoms`` whose positions are in units of the mean
+nearest-neighbour distance (so neighbours sit 1 Å apart), centred on the origin, with
+``info['nn_distance']`` holding the physical scale in Å.
+
+Replication rule (periodic input, cell of m atoms with vectors a_i, target T):
+
+* window  W = max(0.1 T, the smallest achievable |n1 n2 n3 m - T|);
+* candidates: all (n1, n2, n3) >= 1 with |n1 n2 n3 m - T| <= W;
+* choose the most isotropic candidate, i.e. smallest max_i(n_i |a_i|) / min_i(n_i |a_i|); ties (relative
+  1e-9) go to the count closest to T, then to the smaller count, then to the lexicographically smallest
+  (n1, n2, n3).
+
+So the count is always within 10 % of T when that is achievable (otherwise it is the closest achievable
+count) and the cluster is as close to a cube-like shape as that allows.  Examples for T = 250: 1-atom fcc, bcc
+or sc cells -> 6 x 6 x 7 = 252 atoms; 2-atom bcc (conventional) or diamond cells -> 5 x 5 x 5 = 250; 2-atom
+hcp Mg (a = 3.2, c = 5.2 Å) -> 5 x 6 x 4 = 240; 4-atom cubic fcc -> 4 x 4 x 4 = 256.  A cell with m >= 1.1 T
+atoms is used once (1 x 1 x 1).  The replication depends only on the cell lengths and m, so an input given
+as a conventional cell gives a different (equally valid) cluster than its primitive cell.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from crystaljax.io import is_periodic, validate
+
+#: Width of the acceptance window around the target count, as a fraction of the target.
+COUNT_WINDOW = 0.1
+
+
+def mean_nn_distance(atoms) -> float:
+    """Mean over atoms of the distance (Å) to the nearest other atom.
+
+    Periodic structures (all pbc and non-zero volume) include periodic images, also an atom's own images;
+    anything else is treated as a finite set of points (k-d tree; ~0.1 s for 25,000 atoms).
+    Requires at least two atoms (or one periodic atom).
+    """
+    pos = np.asarray(atoms.positions, dtype=np.float64)
+    if is_periodic(atoms):
+        return float(np.mean(_periodic_nn(atoms)))
+    if len(pos) < 2:
+        raise ValueError("nearest-neighbour distance needs at least two atoms in a finite structure")
+    from scipy.spatial import cKDTree
+
+    d, _ = cKDTree(pos).query(pos, k=2)
+    return float(np.mean(d[:, 1]))
+
+
+def _periodic_nn(atoms) -> np.ndarray:
+    """Per-atom nearest-neighbour distance (Å) in a periodic crystal, images included."""
+    from ase.neighborlist import neighbor_list
+
+    n = len(atoms)
+    cell = np.asarray(atoms.cell, dtype=np.float64)
+    # An atom's own image along the shortest cell vector is a neighbour: an upper bound for every atom.
+    upper = float(np.min(np.linalg.norm(cell, axis=1)))
+    volume = abs(float(np.linalg.det(cell)))
+    cutoff = min(upper, 1.5 * (volume / n) ** (1.0 / 3.0))
+    best = np.full(n, np.inf)
+    while True:
+        i, d = neighbor_list("id", atoms, cutoff * (1 + 1e-9) + 1e-9, self_interaction=False)
+        best = np.full(n, np.inf)
+        np.minimum.at(best, i, d)
+        if np.all(np.isfinite(best)) or cutoff >= upper:
+            return best
+        cutoff = min(upper, 2.0 * cutoff)
+
+
+def replication(n_atoms: int, cell, target: int = 250) -> tuple[int, int, int]:
+    """The (n1, n2, n3) replication of a cell of ``n_atoms`` atoms with rows ``cell`` (Å); see module docstring."""
+    if n_atoms < 1:
+        raise ValueError("n_atoms must be >= 1")
+    target = max(int(target), 1)
+    lengths = np.linalg.norm(np.asarray(cell, dtype=np.float64), axis=1)
+    lo = max(target // n_atoms, 1)
+    best_dev = min(abs(p * n_atoms - target) for p in {lo, lo + 1})
+    window = max(COUNT_WINDOW * target, best_dev)
+    p_max = int(np.floor((target + window) / n_atoms + 1e-9))
+    p_max = max(p_max, 1)
+    best, best_score = (1, 1, 1), None
+    for n1 in range(1, p_max + 1):
+        for n2 in range(1, p_max // n1 + 1):
+            for n3 in range(1, p_max // (n1 * n2) + 1):
+                count = n1 * n2 * n3 * n_atoms
+                dev = abs(count - target)
+                if dev > window + 1e-9:
+                    continue
+                ext = np.array([n1, n2, n3]) * lengths
+                aniso = float(ext.max() / ext.min())
+                score = (round(aniso, 9), dev, count, (n1, n2, n3))
+                if best_score is None or score < best_score:
+                    best, best_score = (n1, n2, n3), score
+    return best
+
+
+def build_cluster(atoms, target: int = 250) -> "ase.Atoms":  # noqa: F821
+    """Finite, centred cluster with mean nearest-neighbour distance exactly 1 Å.
+
+    Periodic input (call :func:`crystaljax.cell.standard_cell` first, as :func:`prepare` does): the cell is
+    replicated n1 x n2 x n3 times by the rule in the module docstring and the scale is the mean
+    nearest-neighbour distance of the *periodic* crystal.  Non-periodic (or partially periodic) input: the
+    atoms are taken as given and the scale is their own mean nearest-neighbour distance.
+
+    The cluster is then centred (unweighted centroid at the origin) and divided by the scale.  Output: a
+    non-periodic ``ase.Atoms`` (pbc False, zero cell), positions in Å of the scaled cluster, numbers and
+    tags carried (and replicated), ``info`` copied from the input plus ``info['nn_distance']`` = the scale in
+    Å (physical positions = positions * nn_distance) and, for periodic input, ``info['n_cells']`` =
+    (n1, n2, n3).
+    """
+    from ase import Atoms
+
+    info = dict(atoms.info)
+    info.pop("n_cells", None)
+    if is_periodic(atoms):
+        reps = replication(len(atoms), atoms.cell, target)
+        nn = mean_nn_distance(atoms)
+        big = atoms.repeat(reps)
+        info["n_cells"] = tuple(int(r) for r in reps)
+    else:
+        big = atoms
+        nn = mean_nn_distance(atoms)
+    if not np.isfinite(nn) or nn <= 0:
+        raise ValueError(f"invalid nearest-neighbour distance {nn!r}")
+    pos = np.asarray(big.positions, dtype=np.float64)
+    pos = (pos - pos.mean(axis=0)) / nn
+    out = Atoms(numbers=np.asarray(big.numbers), positions=pos, tags=np.asarray(big.get_tags()), pbc=False)
+    out.info.update(info)
+    out.info["nn_distance"] = float(nn)
+    return out
+
+
+def prepare(atoms, target: int = 250) -> "ase.Atoms":  # noqa: F821
+    """validate -> standard_cell (periodic input only) -> build_cluster.  What the rest of crystaljax calls.
+
+    Raises :class:`crystaljax.errors.StructureError` for structures that cannot be imaged.
+    """
+    from crystaljax.cell import standard_cell
+
+    validate(atoms, source=str(atoms.info.get("source", "")) if hasattr(atoms, "info") else "")
+    if is_periodic(atoms):
+        atoms = standard_cell(atoms)
+    return build_cluster(atoms, target=target)

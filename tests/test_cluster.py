@@ -1,0 +1,198 @@
+"""Cluster building: replication count and shape, nearest-neighbour scaling, centring, tags, finite inputs."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+from ase import Atoms
+from ase.build import bulk
+
+from crystaljax.cell import random_rotation, rotate, standard_cell
+from crystaljax.cluster import build_cluster, mean_nn_distance, prepare, replication
+from crystaljax.errors import StructureError
+
+A_SC, A_FCC, A_BCC, A_DIA, A_HCP, C_HCP = 3.35, 3.61, 2.87, 3.567, 3.21, 5.21
+
+# name -> (periodic structure, physical nn distance in Å)
+CRYSTALS = {
+    "sc": (lambda: Atoms("Po", positions=[[0, 0, 0]], cell=np.eye(3) * A_SC, pbc=True), A_SC),
+    "fcc": (lambda: bulk("Cu", "fcc", a=A_FCC), A_FCC / np.sqrt(2)),
+    "fcc_conv": (lambda: bulk("Cu", "fcc", a=A_FCC, cubic=True), A_FCC / np.sqrt(2)),
+    "bcc": (lambda: bulk("Fe", "bcc", a=A_BCC), A_BCC * np.sqrt(3) / 2),
+    "bcc_conv": (lambda: bulk("Fe", "bcc", a=A_BCC, cubic=True), A_BCC * np.sqrt(3) / 2),
+    "hcp": (lambda: bulk("Mg", "hcp", a=A_HCP, c=C_HCP), min(A_HCP, np.sqrt(A_HCP**2 / 3 + C_HCP**2 / 4))),
+    "diamond": (lambda: bulk("C", "diamond", a=A_DIA), A_DIA * np.sqrt(3) / 4),
+}
+# expected replication for target 250 (see the rule in crystaljax.cluster)
+EXPECTED_CELLS = {
+    "sc": (6, 6, 7), "fcc": (6, 6, 7), "fcc_conv": (4, 4, 4), "bcc": (6, 6, 7), "bcc_conv": (5, 5, 5),
+    "hcp": (5, 6, 4), "diamond": (5, 5, 5),
+}
+
+
+def _brute_force_nn(pos):
+    d = np.linalg.norm(pos[:, None] - pos[None], axis=-1)
+    np.fill_diagonal(d, np.inf)
+    return d.min(axis=1)
+
+
+@pytest.mark.parametrize("name", sorted(CRYSTALS))
+def test_cluster_physics(name):
+    make, nn_true = CRYSTALS[name]
+    c = prepare(make(), target=250)
+    # count: as expected, and within 10 % of the target
+    assert c.info["n_cells"] == EXPECTED_CELLS[name]
+    n_cell = len(make())
+    assert len(c) == n_cell * np.prod(EXPECTED_CELLS[name])
+    assert abs(len(c) - 250) <= 25
+    # scale: physical nn distance recorded, neighbours 1 Å apart in the output
+    assert np.isclose(c.info["nn_distance"], nn_true, rtol=1e-9)
+    nn = _brute_force_nn(c.positions)
+    assert abs(nn.mean() - 1.0) < 1e-6 and abs(mean_nn_distance(c) - 1.0) < 1e-6
+    assert np.allclose(nn, 1.0, atol=1e-6)  # every atom of these clusters has a nearest neighbour at 1 Å
+    # centred, finite
+    assert np.abs(c.positions.mean(axis=0)).max() < 1e-10
+    assert not c.pbc.any() and not np.any(c.cell.array)
+    # the cluster is the crystal: physical positions are lattice translates of the standard cell's atoms
+    s = standard_cell(make())
+    phys = c.positions * c.info["nn_distance"]
+    frac = np.linalg.solve(s.cell.array.T, (phys - phys[0]).T).T + s.get_scaled_positions()[0]
+    k = frac[:, None, :] - s.get_scaled_positions()[None, :, :]
+    assert (np.abs(k - np.rint(k)).max(axis=2) < 1e-8).any(axis=1).all()
+
+
+def test_count_close_to_target_for_many_targets():
+    for name, (make, _) in CRYSTALS.items():
+        s = standard_cell(make())
+        for target in [32, 100, 250, 500, 1024]:
+            reps = replication(len(s), s.cell, target)
+            count = len(s) * int(np.prod(reps))
+            best = min(abs(p * len(s) - target) for p in range(1, 2 * target))
+            assert abs(count - target) <= max(0.1 * target, best) + 1e-9, (name, target, reps)
+            ext = np.array(reps) * np.linalg.norm(s.cell.array, axis=1)
+            if target >= 100:  # small targets leave few shapes (32 atoms of sc: 2 x 4 x 4)
+                assert ext.max() / ext.min() < 1.75, (name, target, reps)
+
+
+def test_replication_prefers_isotropic_and_then_target():
+    cube = np.eye(3) * 3.0
+    # 125 = 5^3 is exact and isotropic
+    assert replication(2, cube, 250) == (5, 5, 5)
+    # 250 = 5 x 5 x 10 exactly, but 6 x 6 x 7 = 252 is within 10 % and nearly cubic
+    assert replication(1, cube, 250) == (6, 6, 7)
+    # long c axis: fewer repeats along it
+    n1, n2, n3 = replication(1, np.diag([3.0, 3.0, 9.0]), 250)
+    assert n3 < n1 and n3 < n2 and abs(n1 * n2 * n3 - 250) <= 25
+    # a cell already larger than the target is used once
+    assert replication(400, cube, 250) == (1, 1, 1)
+    assert replication(300, cube, 250) == (1, 1, 1)
+    # when nothing lies within 10 %, the closest achievable count is used
+    assert replication(200, cube, 250) == (1, 1, 1)
+    assert replication(100, cube, 250) in {(1, 1, 2), (1, 2, 1), (2, 1, 1), (1, 1, 3), (1, 3, 1), (3, 1, 1)}
+
+
+def test_scale_is_the_periodic_crystal_nn_not_the_cluster_nn():
+    # the nearest pair straddles the cell face: 0.8 Å in the crystal, 3.2 Å inside one copy of the cell
+    atoms = Atoms("Cu2", positions=[[0.4, 0, 0], [3.6, 0, 0]], cell=np.eye(3) * 4.0, pbc=True)
+    c = build_cluster(atoms, target=2)
+    assert c.info["n_cells"] == (1, 1, 1) and len(c) == 2
+    assert np.isclose(c.info["nn_distance"], 0.8)
+    assert np.isclose(np.linalg.norm(c.positions[0] - c.positions[1]), 3.2 / 0.8)
+
+
+def test_tags_survive_replication():
+    bcc = bulk("Fe", "bcc", a=A_BCC, cubic=True)
+    bcc.set_tags([0, 1])  # the body-centre atom
+    c = prepare(bcc)
+    tags = c.get_tags()
+    assert len(c) == 250 and (tags == 1).sum() == 125 and set(np.unique(tags)) == {0, 1}
+    # each sublattice alone is simple cubic with edge a = 2/sqrt(3) in units of the bcc nn distance
+    for t in (0, 1):
+        sub = c.positions[tags == t]
+        assert np.allclose(_brute_force_nn(sub), 2 / np.sqrt(3), atol=1e-9)
+    # and the two sublattices interpenetrate at the nn distance
+    d = np.linalg.norm(c.positions[tags == 0][:, None] - c.positions[tags == 1][None], axis=-1)
+    assert np.isclose(d.min(), 1.0)
+
+
+def test_non_periodic_input_kept_as_given():
+    rng = np.random.default_rng(0)
+    pos = rng.uniform(0, 12, size=(60, 3))
+    pos = pos[_brute_force_nn(pos) > 0.5]
+    numbers = rng.integers(1, 90, size=len(pos))
+    atoms = Atoms(numbers=numbers, positions=pos, tags=np.arange(len(pos)) % 3)
+    atoms.info["label"] = "np"
+    c = build_cluster(atoms, target=250)
+    nn = _brute_force_nn(pos).mean()
+    assert len(c) == len(pos)  # no replication, whatever the target
+    assert np.isclose(c.info["nn_distance"], nn, rtol=1e-12)
+    np.testing.assert_allclose(c.positions, (pos - pos.mean(axis=0)) / nn, atol=1e-12)
+    assert np.array_equal(c.numbers, numbers) and np.array_equal(c.get_tags(), atoms.get_tags())
+    assert "n_cells" not in c.info and c.info["label"] == "np"
+    assert abs(mean_nn_distance(c) - 1) < 1e-9
+    # prepare does the same for finite input (validate first)
+    np.testing.assert_allclose(prepare(atoms).positions, c.positions)
+
+
+def test_partial_pbc_treated_as_finite():
+    slab = bulk("Cu", "fcc", a=A_FCC, cubic=True).repeat((2, 2, 2))
+    slab.pbc = [True, True, False]
+    c = prepare(slab)
+    assert len(c) == len(slab) and "n_cells" not in c.info
+    assert np.isclose(c.info["nn_distance"], A_FCC / np.sqrt(2))
+
+
+def test_prepare_is_invariant_to_orientation_basis_and_origin():
+    rng = np.random.default_rng(3)
+    atoms = bulk("Mg", "hcp", a=A_HCP, c=C_HCP)
+    atoms.set_tags([0, 1])
+    ref = prepare(atoms)
+    other = atoms.copy()
+    other.set_cell(np.array([[1, 1, 0], [0, 1, 0], [1, 2, 1]]) @ atoms.cell.array, scale_atoms=False)
+    other = rotate(other, random_rotation(rng))
+    other.positions += [1.0, -2.0, 0.5]
+    other.wrap()
+    c = prepare(other)
+    assert len(c) == len(ref) and c.info["n_cells"] == ref.info["n_cells"]
+    key = lambda a: np.lexsort(np.round(np.c_[a.get_tags(), a.positions], 6).T[::-1])  # noqa: E731
+    np.testing.assert_allclose(c.positions[key(c)], ref.positions[key(ref)], atol=1e-8)
+    assert np.array_equal(c.get_tags()[key(c)], ref.get_tags()[key(ref)])
+
+
+def test_mean_nn_distance_periodic_and_skewed_basis():
+    sc = Atoms("Po", positions=[[0, 0, 0]], cell=np.eye(3) * A_SC, pbc=True)
+    assert np.isclose(mean_nn_distance(sc), A_SC)
+    skew = sc.copy()
+    skew.set_cell(np.array([[1, 3, 0], [0, 1, 0], [2, -1, 1]]) @ sc.cell.array, scale_atoms=False)
+    assert np.isclose(mean_nn_distance(skew), A_SC)
+    # two sublattices with different nn distances: the mean over atoms
+    a = Atoms("Cu2", positions=[[0, 0, 0], [0.8, 0, 0]], cell=np.eye(3) * 4.0, pbc=True)
+    assert np.isclose(mean_nn_distance(a), 0.8)
+    big = Atoms("Cu3", positions=[[0, 0, 0], [1.0, 0, 0], [5.0, 0, 0]], cell=np.eye(3) * 9.0, pbc=True)
+    assert np.isclose(mean_nn_distance(big), (1.0 + 1.0 + 4.0) / 3)
+
+
+def test_mean_nn_distance_large_finite_input_is_fast():
+    rng = np.random.default_rng(1)
+    pos = rng.uniform(0, 70, size=(25_000, 3))
+    atoms = Atoms(numbers=np.full(len(pos), 29), positions=pos)
+    t = time.perf_counter()
+    d = mean_nn_distance(atoms)
+    assert time.perf_counter() - t < 2.0
+    sub = rng.choice(len(pos), 50, replace=False)
+    dist = np.linalg.norm(pos[sub][:, None] - pos[None], axis=-1)
+    dist[np.arange(50), sub] = np.inf
+    assert 0.5 * d < dist.min(axis=1).mean() < 2 * d  # sample of the exact per-atom values
+    c = build_cluster(atoms)
+    assert len(c) == 25_000 and abs(mean_nn_distance(c) - 1) < 1e-9
+
+
+def test_prepare_rejects_bad_structures():
+    with pytest.raises(StructureError):
+        prepare(Atoms("Cu", positions=[[0, 0, 0]]))
+    with pytest.raises(StructureError):
+        prepare(Atoms(numbers=[0, 29], positions=[[0, 0, 0], [2, 0, 0]]))
+    with pytest.raises(StructureError):
+        prepare(Atoms("Cu2", positions=[[0, 0, 0], [1, 1, 0]], cell=np.diag([3, 3, 0.0]), pbc=True))
