@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from crystaljax.errors import StructureError
 from crystaljax.io import is_periodic, validate
 
 #: Width of the acceptance window around the target count, as a fraction of the target.
@@ -42,7 +43,7 @@ def mean_nn_distance(atoms) -> float:
     if is_periodic(atoms):
         return float(np.mean(_periodic_nn(atoms)))
     if len(pos) < 2:
-        raise ValueError("nearest-neighbour distance needs at least two atoms in a finite structure")
+        raise StructureError("nearest-neighbour distance needs at least two atoms in a finite structure")
     from scipy.spatial import cKDTree
 
     d, _ = cKDTree(pos).query(pos, k=2)
@@ -123,7 +124,7 @@ def build_cluster(atoms, target: int = 250) -> "ase.Atoms":  # noqa: F821
         big = atoms
         nn = mean_nn_distance(atoms)
     if not np.isfinite(nn) or nn <= 0:
-        raise ValueError(f"invalid nearest-neighbour distance {nn!r}")
+        raise StructureError(f"invalid nearest-neighbour distance {nn!r} A")
     pos = np.asarray(big.positions, dtype=np.float64)
     pos = (pos - pos.mean(axis=0)) / nn
     out = Atoms(numbers=np.asarray(big.numbers), positions=pos, tags=np.asarray(big.get_tags()), pbc=False)
