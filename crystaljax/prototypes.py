@@ -256,11 +256,18 @@ def nn_distance(element) -> float:
 
 
 def _min_distance(atoms) -> float:
-    """Shortest interatomic distance of a periodic cell (Å)."""
-    cell = np.asarray(atoms.cell.array, float)
-    frac = atoms.get_scaled_positions(wrap=True)
-    # cells here are at most mildly skewed (conventional); +-2 images along each axis suffice
-    # for the axial ratios used (c/a up to ~8 is handled by the +-2 range because a, b are short).
+    """Shortest interatomic distance of a periodic ``ase.Atoms`` (Å), images included."""
+    return _min_distance_cell(atoms.cell.array, atoms.get_scaled_positions(wrap=True))
+
+
+def _min_distance_cell(cell, frac) -> float:
+    """Shortest interatomic distance (Å) of a periodic cell (rows = vectors), images included.
+
+    Images within +-2 cells along each axis are searched: enough for the conventional cells here
+    (orthogonal or hexagonal, the shortest distance never spans more than two cells).
+    """
+    cell = np.asarray(cell, float)
+    frac = np.mod(np.asarray(frac, float), 1.0)
     rng = np.arange(-2, 3)
     shifts = np.stack(np.meshgrid(rng, rng, rng, indexing="ij"), -1).reshape(-1, 3).astype(float)
     diff = frac[:, None, :] - frac[None, :, :]
@@ -364,10 +371,9 @@ def build(name: str, element, *, a: float | None = None, params=None):
     proto = get_prototype(name)
     z = atomic_number(element)
     p = _resolve_params(proto, params)
-    cell, frac, tags = cell_and_positions(name, 1.0, p)
     if a is None:
-        unit = Atoms(numbers=[z] * len(frac), scaled_positions=frac, cell=cell, pbc=True)
-        a = nn_distance(z) / _min_distance(unit)
+        cell, frac, _ = cell_and_positions(name, 1.0, p)
+        a = nn_distance(z) / _min_distance_cell(cell, frac)
     cell, frac, tags = cell_and_positions(name, float(a), p)
     atoms = Atoms(numbers=[z] * len(frac), scaled_positions=frac, cell=cell, pbc=True)
     atoms.set_tags(tags)
