@@ -1,0 +1,522 @@
+"""Pure, jitted training and evaluation of the ConvNet, with fingerprints computed inside the step.
+
+The NNX model is split once into a static ``graphdef`` and pure-dict pytrees (parameters, batch
+statistics); a :class:`TrainState` carries those plus the optax state and the step counter, so
+``train_step(state, batch, key) -> (state, metrics)`` is a pure ``jax.jit``-ted function:
+
+    key -> per-example keys -> defect_fn (vmap, optional) -> fingerprint_fn (vmap) -> (B, 64, 64, 3)
+        -> ConvNet (train mode: dropout, batch-norm batch statistics) -> softmax cross-entropy
+        -> grads w.r.t. parameters -> optax update.
+
+:func:`fit` is the host loop (shuffled epochs, tqdm, tracking, Orbax checkpoints per epoch with
+resume, final val/test metrics).  :func:`save_model` / :func:`load_model` write/read the small
+self-contained shipped format (``model.msgpack`` + ``model_card.json``; no Orbax, no network).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any, Callable, Mapping, NamedTuple, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from crystaljax import evaluate as _ev
+from crystaljax import tracking as _tracking
+from crystaljax.model import ConvNet, ModelConfig, build_model
+from crystaljax.structure import Structure
+
+FingerprintFn = Callable[[Structure], jax.Array]  # Structure -> (64, 64, 3) float32
+DefectFn = Callable[[jax.Array, Structure], Structure]  # (key, Structure) -> Structure
+
+MODEL_WEIGHTS = "model.msgpack"
+MODEL_CARD = "model_card.json"
+MODEL_FORMAT = "crystaljax-convnet/1"
+
+
+# --------------------------------------------------------------------------------------------
+# configuration and state
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """Optimiser and schedule.  name: "adam" | "adamw" | "sgd" (momentum 0.9).
+
+    weight_decay > 0 with adam uses decoupled decay (adamw).  epochs: passes over the train split.
+    eval_batch_size: batch size for val/test prediction.
+    """
+
+    name: str = "adam"
+    learning_rate: float = 1e-3
+    batch_size: int = 32
+    epochs: int = 5
+    weight_decay: float = 0.0
+    eval_batch_size: int = 64
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any] | None) -> "OptimConfig":
+        if values is None:
+            return cls()
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in dict(values).items() if k in names})
+
+
+def make_optimizer(cfg: OptimConfig) -> optax.GradientTransformation:
+    """The optax transformation named by ``cfg``."""
+    name = cfg.name.lower()
+    if name in ("adam", "adamw"):
+        if cfg.weight_decay > 0 or name == "adamw":
+            return optax.adamw(cfg.learning_rate, weight_decay=cfg.weight_decay)
+        return optax.adam(cfg.learning_rate)
+    if name == "sgd":
+        tx = optax.sgd(cfg.learning_rate, momentum=0.9)
+        if cfg.weight_decay > 0:
+            tx = optax.chain(optax.add_decayed_weights(cfg.weight_decay), tx)
+        return tx
+    raise ValueError(f"unknown optimiser {cfg.name!r}; choose 'adam', 'adamw' or 'sgd'")
+
+
+class TrainState(NamedTuple):
+    """Everything that changes during training, as one pytree.
+
+    params:      nested dict of parameter arrays (``nnx.to_pure_dict`` of the ``nnx.Param`` state).
+    batch_stats: nested dict of the remaining model state (batch-norm running mean/var).
+    opt_state:   optax state over ``params``.
+    step:        () int32, optimiser steps taken.
+    """
+
+    params: Any
+    batch_stats: Any
+    opt_state: Any
+    step: jax.Array
+
+
+def split_model(model: ConvNet):
+    """``model -> (graphdef, params, batch_stats)`` with the two states as pure nested dicts."""
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    return graphdef, nnx.to_pure_dict(params), nnx.to_pure_dict(rest)
+
+
+def merge_model(graphdef, params, batch_stats) -> ConvNet:
+    """Inverse of :func:`split_model` (a fresh NNX module; safe inside jit/grad)."""
+    return nnx.merge(graphdef, params, batch_stats)
+
+
+def init_state(model_cfg: ModelConfig, optimizer: optax.GradientTransformation, seed: int = 0):
+    """A fresh model seeded by ``seed`` -> ``(graphdef, TrainState)``."""
+    graphdef, params, batch_stats = split_model(build_model(model_cfg, seed))
+    state = TrainState(params, batch_stats, optimizer.init(params), jnp.zeros((), jnp.int32))
+    return graphdef, state
+
+
+def apply_model(graphdef, params, batch_stats, images: jax.Array, *, train: bool = False, key=None):
+    """images (B, H, W, C) -> (logits (B, n_classes), new batch_stats).  Traceable.
+
+    train=True: dropout with ``key`` and batch statistics (running averages updated);
+    train=False: running averages, no dropout (batch_stats returned unchanged).
+    """
+    model = merge_model(graphdef, params, batch_stats)
+    if not train:
+        return model(images, train=False), batch_stats
+    logits = model(images, train=True, rngs=nnx.Rngs(dropout=key))
+    return logits, nnx.to_pure_dict(nnx.state(model, nnx.BatchStat))
+
+
+def _images(structures, fingerprint_fn, defect_fn=None, key=None):
+    """Batched Structure (B, n_max, ...) -> images (B, H, W, C); defects first if given."""
+    if defect_fn is not None:
+        keys = jax.random.split(key, structures.positions.shape[0])
+        structures = jax.vmap(defect_fn)(keys, structures)
+    return jax.vmap(fingerprint_fn)(structures)
+
+
+# --------------------------------------------------------------------------------------------
+# steps
+
+
+def make_train_step(graphdef, optimizer: optax.GradientTransformation, fingerprint_fn: FingerprintFn | None,
+                    defect_fn: DefectFn | None = None, *, jit: bool = True):
+    """Build ``train_step(state, batch, key) -> (state, metrics)``.
+
+    batch = (structures, labels): a batched ``Structure`` (B, n_max, ...) and labels (B,) int32.
+    If ``fingerprint_fn`` is None the first element is taken to be precomputed images (B, H, W, C)
+    (and ``defect_fn`` must be None).  key: one ``jax.random`` key per step;
+    ``k_defect, k_dropout = jax.random.split(key)`` and ``k_defect`` is split into one key per
+    example.  metrics: loss, accuracy, grad_norm (() float32 each).
+    """
+    if fingerprint_fn is None and defect_fn is not None:
+        raise ValueError("defect_fn needs structures, so fingerprint_fn must be given")
+
+    def train_step(state: TrainState, batch, key):
+        inputs, labels = batch
+        k_defect, k_dropout = jax.random.split(key)
+        if fingerprint_fn is None:
+            images = inputs
+        else:
+            images = _images(inputs, fingerprint_fn, defect_fn, k_defect)
+        images = jax.lax.stop_gradient(images)
+
+        def loss_fn(params):
+            logits, new_stats = apply_model(graphdef, params, state.batch_stats, images, train=True, key=k_dropout)
+            loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+            return loss, (logits, new_stats)
+
+        (loss, (logits, new_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        metrics = {
+            "loss": loss,
+            "accuracy": jnp.mean((jnp.argmax(logits, -1) == labels).astype(jnp.float32)),
+            "grad_norm": optax.tree.norm(grads),
+        }
+        return TrainState(params, new_stats, opt_state, state.step + 1), metrics
+
+    return jax.jit(train_step) if jit else train_step
+
+
+def make_eval_step(graphdef, fingerprint_fn: FingerprintFn | None, *, jit: bool = True):
+    """Build ``eval_step(state, structures) -> probabilities (B, n_classes)`` (eval mode).
+
+    ``state`` is anything with ``.params`` and ``.batch_stats`` (a TrainState or a loaded
+    :class:`Predictor`).  With ``fingerprint_fn=None`` the input is precomputed images (B, H, W, C).
+    """
+
+    def eval_step(state, structures):
+        images = structures if fingerprint_fn is None else _images(structures, fingerprint_fn)
+        logits, _ = apply_model(graphdef, state.params, state.batch_stats, images, train=False)
+        return jax.nn.softmax(logits, axis=-1)
+
+    return jax.jit(eval_step) if jit else eval_step
+
+
+@partial(jax.jit, static_argnums=0)
+def _predict_images(graphdef, params, batch_stats, images):
+    logits, _ = apply_model(graphdef, params, batch_stats, images, train=False)
+    return jax.nn.softmax(logits, axis=-1)
+
+
+def _padded_batches(n: int, batch_size: int):
+    """Yield (index array of length batch_size, number of real rows); the last batch wraps/pads."""
+    for start in range(0, n, batch_size):
+        real = min(batch_size, n - start)
+        yield start + np.arange(batch_size) % real, real
+
+
+def predict_from_fingerprints(graphdef, state, images, batch_size: int = 256) -> np.ndarray:
+    """Precomputed images (N, H, W, C) -> probabilities (N, n_classes) numpy, eval mode.
+
+    ``state`` has ``.params`` and ``.batch_stats`` (TrainState or Predictor).  Fixed-size batches
+    (the last one padded) so one compilation serves any N.
+    """
+    images = np.asarray(images, np.float32)
+    if images.ndim == 3:
+        images = images[None]
+    n = len(images)
+    bs = max(1, min(batch_size, n))
+    out = []
+    for idx, real in _padded_batches(n, bs):
+        p = _predict_images(graphdef, state.params, state.batch_stats, jnp.asarray(images[idx]))
+        out.append(np.asarray(p)[:real])
+    return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
+
+
+def _take(structures: Structure, idx) -> Structure:
+    return Structure(*(np.asarray(x)[idx] for x in structures))
+
+
+def predict_structures(eval_step, state, structures: Structure, batch_size: int = 64) -> np.ndarray:
+    """Batched Structure (N, n_max, ...) -> probabilities (N, n_classes) numpy, via ``eval_step``."""
+    n = int(np.shape(structures.positions)[0])
+    bs = max(1, min(batch_size, n))
+    out = []
+    for idx, real in _padded_batches(n, bs):
+        out.append(np.asarray(eval_step(state, _take(structures, idx)))[:real])
+    return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
+
+
+# --------------------------------------------------------------------------------------------
+# checkpoints (Orbax) -- training-time only; the shipped format is save_model/load_model
+
+
+def checkpoint_manager(directory, max_to_keep: int = 2):
+    """An Orbax CheckpointManager in ``directory`` (created), synchronous saves."""
+    import orbax.checkpoint as ocp
+
+    directory = Path(directory).absolute()
+    options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True, enable_async_checkpointing=False)
+    return ocp.CheckpointManager(directory, options=options)
+
+
+def save_checkpoint(manager, epoch: int, state: TrainState) -> None:
+    """Save ``state`` as checkpoint number ``epoch`` (epochs completed)."""
+    import orbax.checkpoint as ocp
+
+    manager.save(int(epoch), args=ocp.args.StandardSave(state))
+    manager.wait_until_finished()
+
+
+def restore_latest(manager, template: TrainState) -> tuple[TrainState, int]:
+    """``(state, epochs completed)`` from the newest checkpoint, or ``(template, 0)`` if none."""
+    import orbax.checkpoint as ocp
+
+    latest = manager.latest_step()
+    if latest is None:
+        return template, 0
+    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, template)
+    restored = manager.restore(latest, args=ocp.args.StandardRestore(abstract))
+    return TrainState(*restored), int(latest)
+
+
+# --------------------------------------------------------------------------------------------
+# the host loop
+
+
+@dataclass
+class FitResult:
+    """graphdef + final TrainState; metrics: per split a classification report plus training info;
+    history: one dict per epoch; probabilities: per evaluated split, (N_split, n_classes)."""
+
+    graphdef: Any
+    state: TrainState
+    metrics: dict
+    history: list
+    probabilities: dict
+
+
+def fit(
+    model_cfg: ModelConfig,
+    optim_cfg: OptimConfig,
+    structures: Structure,
+    labels,
+    split,
+    fingerprint_fn: FingerprintFn | None,
+    defect_fn: DefectFn | None = None,
+    *,
+    seed: int = 0,
+    run_dir=None,
+    run: _tracking.Run | None = None,
+    class_names: Sequence[str] | None = None,
+    checkpoint: bool = True,
+    resume: bool = True,
+    eval_splits: Sequence[str] = ("val", "test"),
+    eval_every_epoch: bool = True,
+    progress: bool = True,
+) -> FitResult:
+    """Train on ``split == "train"``, evaluate on ``eval_splits``.
+
+    structures: batched numpy Structure (N, n_max, ...) (or images (N, H, W, C) with
+    ``fingerprint_fn=None``); labels (N,) int; split (N,) strings "train"/"val"/"test".
+    Key streams from ``seed``: model init, per-step training keys (``fold_in(step)``), epoch
+    shuffles (``numpy default_rng([seed, epoch])``), so a resumed run repeats the same batches.
+    The last batch of an epoch is filled up with examples from the start of the permutation, so
+    every step has shape (batch_size, ...) and compiles once.
+    With ``run_dir`` and ``checkpoint``, an Orbax checkpoint is written to ``run_dir/checkpoints``
+    after each epoch and (``resume``) training restarts after the latest one.
+    """
+    from tqdm.auto import tqdm
+
+    labels = np.asarray(labels, np.int32)
+    split = np.asarray(split).astype(str)
+    n_classes = model_cfg.n_classes
+    class_names = list(class_names) if class_names is not None else [str(i) for i in range(n_classes)]
+    if len(class_names) != n_classes:
+        raise ValueError(f"{len(class_names)} class names for {n_classes} classes")
+    train_idx = np.flatnonzero(split == "train")
+    if len(train_idx) == 0:
+        raise ValueError("no training examples (split == 'train')")
+    take = (lambda idx: np.asarray(structures)[idx]) if fingerprint_fn is None else (lambda idx: _take(structures, idx))
+
+    optimizer = make_optimizer(optim_cfg)
+    graphdef, state = init_state(model_cfg, optimizer, seed)
+    train_step = make_train_step(graphdef, optimizer, fingerprint_fn, defect_fn)
+    eval_step = make_eval_step(graphdef, fingerprint_fn)
+    predict = (lambda st, x: predict_from_fingerprints(graphdef, st, x, optim_cfg.eval_batch_size)) \
+        if fingerprint_fn is None else (lambda st, x: predict_structures(eval_step, st, x, optim_cfg.eval_batch_size))
+
+    manager = None
+    start_epoch = 0
+    if run_dir is not None and checkpoint:
+        manager = checkpoint_manager(Path(run_dir) / "checkpoints")
+        if resume:
+            state, start_epoch = restore_latest(manager, state)
+
+    bs = int(optim_cfg.batch_size)
+    steps_per_epoch = math.ceil(len(train_idx) / bs)
+    k_train = jax.random.fold_in(jax.random.key(seed), 1)
+    history: list[dict] = []
+    bar = tqdm(total=steps_per_epoch * max(optim_cfg.epochs - start_epoch, 0), disable=not progress,
+               desc="train", unit="step")
+    for epoch in range(start_epoch, optim_cfg.epochs):
+        perm = train_idx[np.random.default_rng([seed, epoch]).permutation(len(train_idx))]
+        pad = steps_per_epoch * bs - len(perm)
+        perm = np.concatenate([perm, perm[np.arange(pad) % len(perm)]])
+        sums = {"loss": 0.0, "accuracy": 0.0}
+        for b in range(steps_per_epoch):
+            idx = perm[b * bs:(b + 1) * bs]
+            key = jax.random.fold_in(k_train, int(state.step))
+            state, m = train_step(state, (take(idx), jnp.asarray(labels[idx])), key)
+            m = {k: float(v) for k, v in m.items()}
+            for k in sums:
+                sums[k] += m[k]
+            step = int(state.step)
+            _tracking.log(run, {f"train/{k}": v for k, v in m.items()} | {"epoch": epoch}, step=step)
+            bar.update(1)
+            bar.set_postfix(epoch=epoch + 1, loss=f"{m['loss']:.3f}")
+        row = {"epoch": epoch + 1, "step": int(state.step)} | {f"train/epoch_{k}": v / steps_per_epoch for k, v in sums.items()}
+        if eval_every_epoch and "val" in eval_splits and np.any(split == "val"):
+            vi = np.flatnonzero(split == "val")
+            row["val/accuracy"] = _ev.accuracy(labels[vi], predict(state, take(vi)))
+        history.append(row)
+        _tracking.log(run, {k: v for k, v in row.items() if k not in ("step",)}, step=int(state.step))
+        if manager is not None:
+            save_checkpoint(manager, epoch + 1, state)
+    bar.close()
+    if manager is not None:
+        manager.close()
+
+    metrics: dict = {
+        "epochs": int(optim_cfg.epochs), "steps": int(state.step), "steps_per_epoch": steps_per_epoch,
+        "resumed_from_epoch": start_epoch, "n_train": int(len(train_idx)),
+    }
+    probs: dict = {}
+    for name in eval_splits:
+        si = np.flatnonzero(split == name)
+        if len(si) == 0:
+            continue
+        p = predict(state, take(si))
+        probs[name] = p
+        metrics[name] = _ev.classification_report(labels[si], p, class_names)
+        _tracking.set_summary(run, {f"{name}/accuracy": metrics[name]["accuracy"]})
+    return FitResult(graphdef, state, metrics, history, probs)
+
+
+# --------------------------------------------------------------------------------------------
+# shipped model format
+
+
+def _to_numpy(tree):
+    return jax.tree.map(lambda x: np.asarray(x, dtype=np.float32), tree)
+
+
+def save_model(directory, state, model_cfg: ModelConfig, card: Mapping[str, Any] | None = None) -> Path:
+    """Write ``directory/model.msgpack`` (float32 params + batch stats) and ``model_card.json``.
+
+    ``state`` has ``.params`` / ``.batch_stats`` (pure dicts).  ``card``: free JSON-able metadata
+    (classes, data, metrics, training config, ...); the format, ModelConfig, parameter count and a
+    SHA-256 of the weights are added.  ~1.5 MB for the default model.
+    """
+    from flax import serialization
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    payload = {"params": _to_numpy(state.params), "batch_stats": _to_numpy(state.batch_stats)}
+    blob = serialization.msgpack_serialize(_str_keys(payload))
+    (directory / MODEL_WEIGHTS).write_bytes(blob)
+    out = dict(card or {})
+    out.update({
+        "format": MODEL_FORMAT,
+        "weights": MODEL_WEIGHTS,
+        "sha256": hashlib.sha256(blob).hexdigest(),
+        "model_config": model_cfg.to_dict(),
+        "n_parameters": int(sum(np.size(x) for x in jax.tree.leaves(payload))),
+    })
+    (directory / MODEL_CARD).write_text(json.dumps(out, indent=2, default=_json_default) + "\n")
+    return directory
+
+
+def _str_keys(tree):
+    if isinstance(tree, Mapping):
+        return {str(k): _str_keys(v) for k, v in tree.items()}
+    return tree
+
+
+def _json_default(o):
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, (np.generic,)):
+        return o.item()
+    if dataclasses.is_dataclass(o):
+        return dataclasses.asdict(o)
+    if isinstance(o, tuple):
+        return list(o)
+    return str(o)
+
+
+class Predictor:
+    """A loaded model: ``graphdef``, ``params``, ``batch_stats``, ``config``.
+
+    ``predictor(images (N, H, W, C)) -> probabilities (N, n_classes)`` numpy (batched, jitted);
+    ``predictor.apply(images)`` is the traceable jnp version (for jax.grad through the model);
+    ``predictor.model()`` returns an NNX ConvNet with these weights.
+    """
+
+    def __init__(self, graphdef, params, batch_stats, config: ModelConfig):
+        self.graphdef, self.params, self.batch_stats, self.config = graphdef, params, batch_stats, config
+
+    def apply(self, images: jax.Array) -> jax.Array:
+        logits, _ = apply_model(self.graphdef, self.params, self.batch_stats, images, train=False)
+        return jax.nn.softmax(logits, axis=-1)
+
+    def __call__(self, images, batch_size: int = 256) -> np.ndarray:
+        return predict_from_fingerprints(self.graphdef, self, images, batch_size)
+
+    def model(self) -> ConvNet:
+        return merge_model(self.graphdef, self.params, self.batch_stats)
+
+
+def load_model(directory) -> tuple[Predictor, dict]:
+    """Read a directory written by :func:`save_model` -> ``(Predictor, card dict)``.
+
+    Needs only flax.serialization (no Orbax, no network); checks the SHA-256 and every array shape.
+    """
+    from flax import serialization
+
+    directory = Path(directory)
+    card_path = directory / MODEL_CARD
+    if not card_path.is_file():
+        raise FileNotFoundError(f"no {MODEL_CARD} in {directory}")
+    card = json.loads(card_path.read_text())
+    blob = (directory / card.get("weights", MODEL_WEIGHTS)).read_bytes()
+    if "sha256" in card and hashlib.sha256(blob).hexdigest() != card["sha256"]:
+        raise ValueError(f"{directory / MODEL_WEIGHTS} does not match the checksum in its model card")
+    cfg = ModelConfig.from_dict(card.get("model_config"))
+    abstract = nnx.eval_shape(lambda: ConvNet.from_config(cfg, rngs=nnx.Rngs(0)))
+    graphdef, a_params, a_rest = nnx.split(abstract, nnx.Param, ...)
+    want = jax.tree.map(lambda x: tuple(x.shape), (nnx.to_pure_dict(a_params), nnx.to_pure_dict(a_rest)))
+    raw = serialization.msgpack_restore(blob)
+
+    def fill(abstract_state, values, what):
+        nnx.replace_by_pure_dict(abstract_state, values)
+        tree = nnx.to_pure_dict(abstract_state)
+        for x in jax.tree.leaves(tree):
+            if not isinstance(x, np.ndarray):
+                raise ValueError(f"{what}: weights file is missing entries for this model config")
+        return jax.tree.map(jnp.asarray, tree)
+
+    try:
+        params = fill(a_params, raw["params"], "params")
+        batch_stats = fill(a_rest, raw["batch_stats"], "batch_stats")
+    except (KeyError, ValueError) as e:
+        raise ValueError(f"{directory}: weights do not fit the model config in the card ({e})") from e
+    got = jax.tree.map(lambda x: tuple(x.shape), (params, batch_stats))
+    if want != got:
+        raise ValueError(f"{directory}: parameter shapes do not match the model config in the card")
+    return Predictor(graphdef, params, batch_stats, cfg), card
+
+
+__all__ = [
+    "OptimConfig", "TrainState", "FitResult", "Predictor",
+    "make_optimizer", "split_model", "merge_model", "init_state", "apply_model",
+    "make_train_step", "make_eval_step", "predict_from_fingerprints", "predict_structures",
+    "checkpoint_manager", "save_checkpoint", "restore_latest",
+    "fit", "save_model", "load_model",
+]

@@ -1,0 +1,195 @@
+"""Train/eval steps, checkpoints, the shipped model format, metrics and tracking.
+
+The real fingerprint is not used here: a differentiable Gaussian-splat stand-in makes small
+images from the positions, so these tests exercise the training machinery alone.
+"""
+
+import json
+from dataclasses import replace
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from crystaljax import evaluate, tracking
+from crystaljax import train as T
+from crystaljax.model import ModelConfig
+from crystaljax.structure import Structure
+
+SMALL = ModelConfig(filters=(4, 4, 4, 4, 4, 4), kernel=3, dense=16, image_size=16)
+N_MAX = 16
+
+
+def standin_fingerprint(size: int = 16, width: float = 0.25, extent: float = 2.5):
+    """Structure -> (size, size, 3): Gaussian splats of the masked atoms projected on xy, yz, zx."""
+    grid = jnp.linspace(-extent, extent, size)
+
+    def fp(s: Structure):
+        chans = []
+        for a, b in ((0, 1), (1, 2), (2, 0)):
+            ga = jnp.exp(-((grid[:, None] - s.positions[None, :, a]) ** 2) / (2 * width**2))
+            gb = jnp.exp(-((grid[:, None] - s.positions[None, :, b]) ** 2) / (2 * width**2))
+            chans.append(jnp.einsum("in,jn,n->ij", gb, ga, s.mask))
+        img = jnp.stack(chans, -1)
+        return img / (jnp.max(img) + 1e-6)
+
+    return fp
+
+
+def jitter_defect(key, s: Structure) -> Structure:
+    """Stand-in defect: Gaussian displacements of 0.02 Å."""
+    return s._replace(positions=s.positions + 0.02 * jax.random.normal(key, s.positions.shape))
+
+
+def synthetic(n: int, seed: int = 0):
+    """n structures (2x2x2 cubes, edge 0.5 + 0.25*class, random shift) -> (Structure, labels)."""
+    rng = np.random.default_rng(seed)
+    labels = np.arange(n, dtype=np.int32) % 7
+    rng.shuffle(labels)
+    cube = np.stack(np.meshgrid([-0.5, 0.5], [-0.5, 0.5], [-0.5, 0.5], indexing="ij"), -1).reshape(8, 3)
+    pos = np.zeros((n, N_MAX, 3), np.float32)
+    mask = np.zeros((n, N_MAX), np.float32)
+    for i, c in enumerate(labels):
+        pos[i, :8] = cube * (0.5 + 0.25 * c) + rng.normal(0, 0.05, 3) + rng.normal(0, 0.02, (8, 3))
+        mask[i, :8] = 1
+    s = Structure(pos, (mask * 3).astype(np.int32), mask, np.zeros((n, N_MAX), np.int32), np.ones(n, np.float32))
+    return s, labels
+
+
+@pytest.fixture(scope="module")
+def setup():
+    opt = T.make_optimizer(T.OptimConfig(learning_rate=3e-3, batch_size=14))
+    graphdef, state = T.init_state(SMALL, opt, seed=0)
+    return opt, graphdef, state
+
+
+def test_train_step_lowers_loss(setup):
+    opt, graphdef, state = setup
+    step = T.make_train_step(graphdef, opt, standin_fingerprint(), jitter_defect)
+    s, y = synthetic(14)
+    batch = (s, jnp.asarray(y))
+    losses = []
+    for i in range(25):
+        state, m = step(state, batch, jax.random.key(i))
+        losses.append(float(m["loss"]))
+    assert int(state.step) == 25
+    assert np.all(np.isfinite(losses))
+    assert np.mean(losses[-3:]) < 0.7 * losses[0], losses
+
+
+def test_eval_step_jit_equals_eager_and_normalised(setup):
+    _, graphdef, state = setup
+    s, _ = synthetic(5)
+    fp = standin_fingerprint()
+    p_jit = T.make_eval_step(graphdef, fp)(state, s)
+    p_eager = T.make_eval_step(graphdef, fp, jit=False)(state, s)
+    assert p_jit.shape == (5, 7)
+    np.testing.assert_allclose(np.asarray(p_jit), np.asarray(p_eager), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(p_jit).sum(-1), 1.0, rtol=1e-5)
+    # precomputed images give the same answer
+    images = jax.vmap(fp)(s)
+    np.testing.assert_allclose(T.predict_from_fingerprints(graphdef, state, images, batch_size=2),
+                               np.asarray(p_jit), rtol=1e-5, atol=1e-6)
+
+
+def test_batch_stats_change_in_train_mode_only(setup):
+    opt, graphdef, state = setup
+    s, y = synthetic(14, seed=1)
+    images = jax.vmap(standin_fingerprint())(s)
+    _, stats_eval = T.apply_model(graphdef, state.params, state.batch_stats, images, train=False)
+    k_dropout = jax.random.split(jax.random.key(0))[1]  # train_step splits its key into (defect, dropout)
+    _, stats_train = T.apply_model(graphdef, state.params, state.batch_stats, images, train=True, key=k_dropout)
+    for a, b in zip(jax.tree.leaves(state.batch_stats), jax.tree.leaves(stats_eval)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert any(not np.allclose(np.asarray(a), np.asarray(b))
+               for a, b in zip(jax.tree.leaves(state.batch_stats), jax.tree.leaves(stats_train)))
+    # the train step (precomputed-image form) carries the new statistics in the state
+    step = T.make_train_step(graphdef, opt, None)
+    new, _ = step(state, (images, jnp.asarray(y)), jax.random.key(0))
+    for a, b in zip(jax.tree.leaves(stats_train), jax.tree.leaves(new.batch_stats)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-7)
+
+
+def test_save_load_roundtrip_default_model(tmp_path):
+    opt = T.make_optimizer(T.OptimConfig())
+    graphdef, state = T.init_state(ModelConfig(), opt, seed=1)
+    # non-trivial running statistics, so they must be saved to reproduce predictions
+    stats = jax.tree.map(lambda x: x + 0.3 * jax.random.uniform(jax.random.key(2), x.shape), state.batch_stats)
+    state = state._replace(batch_stats=stats)
+    T.save_model(tmp_path / "m", state, ModelConfig(), {"classes": list("abcdefg"), "metrics": {"acc": np.float32(0.5)}})
+    size = (tmp_path / "m" / T.MODEL_WEIGHTS).stat().st_size
+    assert 1.4e6 < size < 1.6e6
+    predictor, card = T.load_model(tmp_path / "m")
+    assert card["classes"] == list("abcdefg") and card["n_parameters"] == 365_719
+    assert ModelConfig.from_dict(card["model_config"]) == ModelConfig()
+    images = jax.random.uniform(jax.random.key(3), (3, 64, 64, 3))
+    want = T.predict_from_fingerprints(graphdef, state, images)
+    np.testing.assert_array_equal(predictor(images), want)
+    np.testing.assert_allclose(np.asarray(predictor.apply(images)), want, rtol=1e-6)
+    # a corrupted weights file is refused
+    blob = bytearray((tmp_path / "m" / T.MODEL_WEIGHTS).read_bytes())
+    blob[-1] ^= 1
+    (tmp_path / "m" / T.MODEL_WEIGHTS).write_bytes(bytes(blob))
+    with pytest.raises(ValueError):
+        T.load_model(tmp_path / "m")
+
+
+def test_fit_checkpoint_resume_continues(tmp_path):
+    s, y = synthetic(28, seed=2)
+    split = np.array(["train"] * 20 + ["val"] * 4 + ["test"] * 4)
+    ocfg = T.OptimConfig(learning_rate=3e-3, batch_size=8, epochs=1, eval_batch_size=8)
+    kw = dict(seed=0, progress=False, eval_every_epoch=False, class_names=list("abcdefg"))
+    fp = standin_fingerprint()
+    r1 = T.fit(SMALL, ocfg, s, y, split, fp, run_dir=tmp_path / "a", eval_splits=(), **kw)
+    assert r1.metrics["steps"] == 3 and r1.metrics["resumed_from_epoch"] == 0  # ceil(20 / 8)
+    r2 = T.fit(SMALL, replace(ocfg, epochs=2), s, y, split, fp, run_dir=tmp_path / "a", eval_splits=(), **kw)
+    assert r2.metrics["resumed_from_epoch"] == 1
+    assert int(r2.state.step) == 6 and len(r2.history) == 1
+    # a resumed run is the same as an uninterrupted one
+    r3 = T.fit(SMALL, replace(ocfg, epochs=2), s, y, split, fp, run_dir=tmp_path / "b", **kw)
+    for a, b in zip(jax.tree.leaves(r2.state.params), jax.tree.leaves(r3.state.params)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
+    assert set(r3.metrics) >= {"val", "test"}
+    assert r3.metrics["test"]["n"] == 4 and np.array(r3.metrics["val"]["confusion_matrix"]).shape == (7, 7)
+    assert r3.probabilities["val"].shape == (4, 7)
+
+
+def test_confusion_matrix_hand_example(tmp_path):
+    labels = [0, 0, 1, 1, 1, 2]
+    preds = [0, 1, 1, 1, 0, 2]
+    cm = evaluate.confusion_matrix(labels, preds, 4)
+    np.testing.assert_array_equal(cm, [[1, 1, 0, 0], [1, 2, 0, 0], [0, 0, 1, 0], [0, 0, 0, 0]])
+    assert evaluate.accuracy(labels, preds) == pytest.approx(4 / 6)
+    pca = evaluate.per_class_accuracy(labels, preds, 4)
+    np.testing.assert_allclose(pca[:3], [0.5, 2 / 3, 1.0])
+    assert np.isnan(pca[3])
+    probs = np.eye(4)[preds] * 0.9 + 0.025
+    assert evaluate.accuracy(labels, probs) == pytest.approx(4 / 6)
+    rep = evaluate.classification_report(labels, preds, ["w", "x", "y", "z"])
+    assert rep["per_class_accuracy"]["z"] is None and rep["support"]["x"] == 3
+    json.dumps(rep)
+    path = evaluate.plot_confusion(cm, ["w", "x", "y", "z"], tmp_path / "cm.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(ValueError):
+        evaluate.confusion_matrix([0, 5], [0, 1], 4)
+
+
+def test_tracking_without_network(tmp_path, monkeypatch):
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.setenv("WANDB_API_KEY", "")
+    run = tracking.start({"a": 1}, {"name": "none"})
+    tracking.log(run, {"loss": np.float32(1.5)}, step=1)
+    assert run.history == [{"step": 1, "loss": 1.5}]
+    assert tracking.finish(run)["mode"] == "none"
+
+    run = tracking.start({"a": 1}, tracking.LoggerConfig(name="wandb", mode="disabled"), tmp_path)
+    tracking.log(run, {"loss": 1.0}, step=1)
+    tracking.set_summary(run, {"val/accuracy": 0.5})
+    assert tracking.finish(run)["mode"] == "disabled"
+
+    monkeypatch.setenv("WANDB_MODE", "disabled")  # the environment overrides an offline config
+    with tracking.Tracker({"a": 1}, {"name": "wandb", "mode": "offline"}, tmp_path / "w") as t:
+        t.log({"x": 2.0}, step=3)
+    assert t.info["mode"] == "disabled" and t.info["dir"] is None
+    assert not (tmp_path / "w" / "wandb").exists()
