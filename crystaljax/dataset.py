@@ -196,9 +196,12 @@ def spacegroup_number(cell, frac, numbers, symprec: float) -> int | None:
     """spglib's space-group number of a periodic cell at ``symprec`` (Å); None if spglib fails."""
     import spglib
 
-    ds = spglib.get_symmetry_dataset(
-        (np.asarray(cell, float), np.asarray(frac, float), np.asarray(numbers, int)), symprec=symprec
-    )
+    try:
+        ds = spglib.get_symmetry_dataset(
+            (np.asarray(cell, float), np.asarray(frac, float), np.asarray(numbers, int)), symprec=symprec
+        )
+    except Exception:  # noqa: BLE001 -- spglib >= 2.5 may raise instead of returning None
+        return None
     if ds is None:
         return None
     return int(ds.number if hasattr(ds, "number") else ds["number"])

@@ -1,0 +1,243 @@
+"""Data set: spglib-consistent labels, balance, determinism, split, storage, exclusion of library structures."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import spglib
+
+from crystaljax import dataset as D
+from crystaljax import prototypes as P
+from crystaljax.structure import Structure
+
+REFERENCE_DIR = Path("/work/shared/data/prototypes")
+FULL_SET = Path(__file__).resolve().parents[1] / "data" / "generated" / "aflow_like_seed0.npz"
+PER_CLASS = 10
+
+
+@pytest.fixture(scope="module")
+def ds():
+    return D.generate(seed=0, per_class=PER_CLASS, progress=False, workers=1)
+
+
+def _sg(atoms, symprec):
+    return spglib.get_symmetry_dataset(
+        (atoms.cell.array, atoms.get_scaled_positions(), atoms.numbers), symprec=symprec
+    ).number
+
+
+def test_labels_agree_with_spglib(ds):
+    assert len(ds) == 7 * PER_CLASS
+    for i in range(len(ds)):
+        atoms = D.to_atoms(ds, i)
+        got = _sg(atoms, 1e-3)
+        assert got == int(ds.meta["spacegroup"][i]), i
+        assert P.CLASSES.index(P.SPACEGROUP_CLASS[got]) == int(ds.labels[i]), i
+        assert P.PROTOTYPES[str(ds.meta["prototype"][i])].spacegroup == got
+        if got not in (166, 194):
+            assert _sg(atoms, 1e-9) == got
+        assert set(atoms.numbers) == {int(ds.meta["element"][i])}
+
+
+def test_shapes_dtypes_and_clusters(ds):
+    n = len(ds)
+    s = ds.structures
+    assert isinstance(s, Structure)
+    assert ds.n_max % 16 == 0
+    assert s.positions.shape == (n, ds.n_max, 3) and s.positions.dtype == np.float32
+    assert s.numbers.shape == (n, ds.n_max) and s.numbers.dtype == np.int32
+    assert s.mask.shape == (n, ds.n_max) and s.mask.dtype == np.float32
+    assert s.tags.shape == (n, ds.n_max) and s.nn_distance.shape == (n,)
+    assert ds.labels.dtype == np.int32 and ds.labels.shape == (n,)
+    assert ds.meta["params"].shape == (n, 3)
+    sizes = s.mask.sum(1)
+    assert sizes.min() >= 200 and sizes.max() <= ds.n_max and ds.n_max - sizes.max() < 16
+    # padding rows are empty; numbers equal the element; clusters centred, unit mean nn distance
+    for i in range(n):
+        k = int(sizes[i])
+        assert np.all(s.numbers[i, :k] == ds.meta["element"][i]) and np.all(s.numbers[i, k:] == 0)
+        pos = s.positions[i, :k].astype(np.float64)
+        assert np.allclose(pos.mean(0), 0.0, atol=1e-4)
+        # physical nn distance = the conventional cell's (all prototypes here have one nn distance
+        # except the dimerised hR2/hR3 and the bct ones, for which the mean is >= the minimum)
+        cell_nn = P._min_distance(D.to_atoms(ds, i))
+        assert float(s.nn_distance[i]) >= cell_nn * (1 - 1e-5)
+        if ds.meta["prototype"][i] in ("A_cP1_221_a", "A_cF4_225_a", "A_cI2_229_a", "A_cF8_227_a"):
+            assert float(s.nn_distance[i]) == pytest.approx(cell_nn, rel=1e-5)
+    # bcc: the body-centre sublattice (tag 1) is half of the cluster; no other class has tags
+    bcc = ds.labels == P.CLASSES.index("bcc")
+    assert np.all(s.tags[bcc].sum(1) * 2 == sizes[bcc])
+    assert not s.tags[~bcc].any()
+    # conventional cells: tags too
+    assert np.all(ds.cells["tags"][bcc].sum(1) == 1)
+
+
+def test_realistic_sizes_and_parameters(ds):
+    for i in range(len(ds)):
+        z = int(ds.meta["element"][i])
+        nn = P._min_distance(D.to_atoms(ds, i))
+        assert 0.9 * P.nn_distance(z) * (1 - 1e-9) <= nn <= 1.1 * P.nn_distance(z) * (1 + 1e-9)
+        proto = P.PROTOTYPES[str(ds.meta["prototype"][i])]
+        a, ca, x = ds.meta["params"][i]
+        assert a == pytest.approx(np.linalg.norm(ds.cells["cell"][i, 0]))
+        assert np.isnan(ca) == ("c/a" not in proto.defaults) and np.isnan(x) == ("x" not in proto.defaults)
+        params = {k: v for k, v in (("c/a", ca), ("x", x)) if not np.isnan(v)}
+        assert not any(w.contains(params) for w in proto.windows)
+
+
+def test_balance_and_element_coverage():
+    small = D.tiny(seed=0, per_class=4)
+    assert np.bincount(small.labels, minlength=7).tolist() == [4] * 7
+    ds = D.generate(seed=1, per_class=15, elements=["Cu", "Fe", "Bi"], progress=False, workers=1)
+    assert np.bincount(ds.labels, minlength=7).tolist() == [15] * 7
+    assert set(ds.meta["symbol"].tolist()) == {"Cu", "Fe", "Bi"}
+    counts = np.unique(ds.meta["element"][ds.meta["prototype"] == "A_cF4_225_a"], return_counts=True)[1]
+    assert counts.tolist() == [5, 5, 5]
+    protos = set(ds.meta["prototype"][ds.labels == P.CLASSES.index("hex/rh")].tolist())
+    assert protos == set(D.CLASS_PROTOTYPES["hex/rh"]) and len(protos) == 5
+    assert len(D.default_elements()) == 83
+
+
+def test_determinism():
+    a = D.tiny(seed=5, per_class=3)
+    b = D.tiny(seed=5, per_class=3)
+    c = D.tiny(seed=6, per_class=3)
+    for x, y in zip(a.structures, b.structures):
+        np.testing.assert_array_equal(x, y)
+    np.testing.assert_array_equal(a.labels, b.labels)
+    np.testing.assert_array_equal(a.split, b.split)
+    np.testing.assert_array_equal(a.meta["params"], b.meta["params"])
+    np.testing.assert_array_equal(a.cells["cell"], b.cells["cell"])
+    assert not np.array_equal(a.meta["params"][:, 0], c.meta["params"][:, 0])
+
+
+def test_parallel_equals_serial():
+    """The worker pool (used above 200 structures) gives exactly the serial result."""
+    serial, s1 = D.sample_cells(seed=2, per_class=30, workers=1)
+    parallel, s2 = D.sample_cells(seed=2, per_class=30, workers=2)
+    assert len(serial) == len(parallel) == 210 and s1 == s2
+    for r, q in zip(serial, parallel):
+        assert r.prototype == q.prototype and r.element == q.element and r.a == q.a
+        np.testing.assert_array_equal(r.cell, q.cell)
+
+
+def test_stratified_split(ds):
+    for k in range(7):
+        split = ds.split[ds.labels == k]
+        assert [(split == s).sum() for s in ("train", "val", "test")] == [8, 1, 1]
+    labels = np.repeat(np.arange(7), 40)
+    paper = D.stratified_split(labels, (0.9, 0.1), seed=3)
+    for k in range(7):
+        s = paper[labels == k]
+        assert [(s == n).sum() for n in ("train", "val", "test")] == [36, 0, 4]
+    other = D.stratified_split(labels, (0.9, 0.1), seed=4)
+    assert not np.array_equal(paper, other)
+    with pytest.raises(ValueError, match="splits"):
+        D.stratified_split(labels, (0.5, -0.1, 0.6))
+
+
+def test_bad_names_raise():
+    with pytest.raises(ValueError, match="Zz"):
+        D.generate(per_class=1, elements=["Cu", "Zz"], progress=False)
+    with pytest.raises(ValueError, match="A_nope"):
+        P.build("A_nope", "Cu")
+
+
+def test_subset(ds):
+    train = D.subset(ds, ds.split == "train")
+    assert len(train) == 56 and set(train.split.tolist()) == {"train"}
+    picked = ds.subset([3, 1])
+    np.testing.assert_array_equal(picked.structures.positions[0], ds.structures.positions[3])
+    assert picked.meta["prototype"][1] == ds.meta["prototype"][1]
+    assert picked.to_atoms(0).get_volume() == pytest.approx(D.to_atoms(ds, 3).get_volume())
+    with pytest.raises(ValueError):
+        D.subset(ds, np.ones(3, bool))
+
+
+def test_save_load_round_trip(ds, tmp_path):
+    path = D.save(ds, tmp_path / "set.npz")
+    back = D.load(path)
+    assert len(back) == len(ds) and back.n_max == ds.n_max
+    for x, y in zip(ds.structures, back.structures):
+        np.testing.assert_array_equal(x, y)
+        assert x.dtype == y.dtype
+    np.testing.assert_array_equal(ds.labels, back.labels)
+    np.testing.assert_array_equal(ds.split, back.split)
+    for k in ds.meta:
+        np.testing.assert_array_equal(ds.meta[k], back.meta[k])
+    for k in ds.cells:
+        np.testing.assert_array_equal(ds.cells[k], back.cells[k])
+    assert back.info["seed"] == 0 and back.info["n_max"] == ds.n_max
+    a, b = D.to_atoms(ds, 7), D.to_atoms(back, 7)
+    assert np.allclose(a.positions, b.positions) and np.allclose(a.cell, b.cell)
+    summary = json.loads(D.summary_path(path).read_text())
+    assert summary["per_class"] == {c: PER_CLASS for c in P.CLASSES}
+    with pytest.raises(FileNotFoundError):
+        D.load(tmp_path / "missing.npz")
+
+
+# ------------------------------------------------------------------ the AFLOW library structures are held out
+
+
+def _conventional_lengths(cell, frac, numbers):
+    std = spglib.standardize_cell((cell, frac, numbers), to_primitive=False, symprec=1e-5)
+    return np.sort(np.linalg.norm(std[0], axis=1))
+
+
+def _library():
+    """(element Z, sorted conventional lattice lengths) of every FHI-aims file in the shared library."""
+    import ase.io
+
+    out = []
+    for path in sorted(REFERENCE_DIR.glob("*/*.in")):
+        atoms = ase.io.read(path, format="aims")
+        z = int(atoms.numbers[0])
+        out.append((path.name, z, _conventional_lengths(atoms.cell.array, atoms.get_scaled_positions(), atoms.numbers)))
+    return out
+
+
+def _matches(library, z, lengths, tol=1e-3):
+    return [name for name, zr, ref in library if zr == z and np.all(np.abs(ref - np.sort(lengths)) < tol)]
+
+
+needs_library = pytest.mark.skipif(not REFERENCE_DIR.is_dir(), reason="AFLOW reference files not available")
+
+
+@needs_library
+def test_library_structures_would_be_detected():
+    """The comparison below finds a library structure when it is there (so the next tests can fail)."""
+    library = _library()
+    assert len(library) >= 20
+    for name, sym, a, params in P.REFERENCES:
+        atoms = P.build(name, sym, a=a, params=params)
+        assert _matches(library, int(atoms.numbers[0]), _conventional_lengths(
+            atoms.cell.array, atoms.get_scaled_positions(), atoms.numbers)), (name, sym)
+        assert D.matches_reference(name, int(atoms.numbers[0]), a, {**P.PROTOTYPES[name].defaults, **params})
+
+
+@needs_library
+def test_library_structures_not_in_generated_sets(ds):
+    library = _library()
+    for i in range(len(ds)):
+        assert not _matches(library, int(ds.meta["element"][i]), np.linalg.norm(ds.cells["cell"][i], axis=1))
+    # many draws for exactly the library's (prototype, element) pairs: without the exclusion rule,
+    # a few would land within 1e-3 Å of the library structure
+    sampler = D._Sampler(seed=0)
+    hits = 0
+    for name, sym, _, _ in P.REFERENCES:
+        z = P.atomic_number(sym)
+        for _ in range(1500):
+            rec = sampler.draw(name, z)
+            hits += bool(_matches(library, z, np.linalg.norm(rec.cell, axis=1)))
+    assert hits == 0
+    assert sum(sampler.rejected[n].get("AFLOW library example structure", 0) for n in P.PROTOTYPES) > 0
+    if FULL_SET.exists():  # the shipped full set, when it has been generated
+        full = D.load(FULL_SET)
+        lengths = np.linalg.norm(full.cells["cell"], axis=2)
+        for _, zr, ref in library:
+            sel = full.meta["element"] == zr
+            close = np.all(np.abs(np.sort(lengths[sel], axis=1) - ref) < 1e-3, axis=1)
+            assert not close.any()
