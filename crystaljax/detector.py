@@ -32,8 +32,8 @@ def scattering_vectors(detector: DetectorConfig, wavelength):
     d = detector.distance
     r = np.sqrt(u**2 + v**2 + d**2)
     direction_minus_beam = np.stack([u / r, v / r, d / r - 1.0], axis=-1)  # s_hat - z_hat, unitless
-    k = 2.0 * jnp.pi / (jnp.asarray(wavelength) / ANGSTROM)  # 1/Å
-    return k * jnp.asarray(direction_minus_beam, dtype=jnp.result_type(k, jnp.float32))
+    k = 2.0 * jnp.pi / (jnp.asarray(wavelength, dtype=jnp.result_type(float)) / ANGSTROM)  # 1/Å
+    return k * jnp.asarray(direction_minus_beam, dtype=k.dtype)
 
 
 def solid_angles(detector: DetectorConfig) -> np.ndarray:

@@ -39,8 +39,12 @@ def sincos(x):
     """(sin x, cos x) by range reduction to [-pi, pi], a quarter-angle Taylor series and two doublings.
 
     Branch-free and vectorisable; |error| <~ 1e-6 in float32 for |x| < 1e4.  Differentiable
-    (the derivative of the polynomial is accurate to the same order).
+    (the derivative of the polynomial is accurate to the same order).  Float64 inputs use the
+    exact library functions: that is the reference path (and finite differences of the
+    polynomial would see its ~1e-7 jumps at the reduction boundaries).
     """
+    if jnp.result_type(x) == jnp.float64:
+        return jnp.sin(x), jnp.cos(x)
     n = jnp.round(x * (1.0 / (2.0 * np.pi)))
     r = (x - n * _TWO_PI_HI) - n * _TWO_PI_LO
     h = 0.25 * r

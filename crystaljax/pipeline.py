@@ -1,0 +1,82 @@
+"""From ``ase.Atoms`` to device batches and fingerprints (host -> device glue).
+
+``prepare_structures`` runs the host pipeline (validate, standard cell, ~250-atom cluster) and
+pads the clusters into one batched :class:`Structure`; ``fingerprints`` images them on device
+in fixed-size batches, so a list of any length compiles once per padded size.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Iterable, Sequence
+
+import numpy as np
+
+import jax
+
+from .cell import random_rotation, rotate
+from .cluster import prepare
+from .config import BeamConfig, DetectorConfig, FingerprintConfig
+from .fingerprint import batch_fingerprints, make_fingerprint_fn
+from .structure import Structure, from_ase, index, pad_to, stack
+
+#: Structures imaged per device call by :func:`fingerprints`.
+DEVICE_BATCH = 32
+
+
+def prepare_structures(structures: Sequence, *, target: int = 250, key=None, n_max: int | None = None) -> Structure:
+    """Clusters of ``structures`` (list of ``ase.Atoms``) padded into one batched Structure.
+
+    ``key`` (a ``jax.random`` key), if given, rotates each input at random first; the standard
+    cell makes periodic inputs independent of that rotation, finite inputs are seen from a new
+    direction.  Raises ``StructureError`` naming the bad structure.
+    """
+    rng = None if key is None else np.random.default_rng(np.asarray(jax.random.key_data(key)).ravel().tolist())
+    clusters = []
+    for atoms in structures:
+        if rng is not None:
+            atoms = rotate(atoms, random_rotation(rng))
+        clusters.append(from_ase(prepare(atoms, target=target)))
+    if not clusters:
+        raise ValueError("no structures given")
+    size = pad_to(max(c.n_max for c in clusters)) if n_max is None else n_max
+    return stack(clusters, n_max=size)
+
+
+@functools.lru_cache(maxsize=16)
+def batched_fingerprint_fn(detector: DetectorConfig, beam: BeamConfig, fp: FingerprintConfig):
+    """Jitted ``fn(batched Structure) -> (B, n, n, 3)``, cached per configuration."""
+    fn = make_fingerprint_fn(detector, beam, fp)
+    return jax.jit(lambda batch: batch_fingerprints(fn, batch))
+
+
+def iter_batches(n: int, size: int) -> Iterable[np.ndarray]:
+    """Index arrays of ``size`` (the last padded by repeating its final index)."""
+    for start in range(0, n, size):
+        idx = np.arange(start, min(start + size, n))
+        yield np.concatenate([idx, np.full(size - len(idx), idx[-1])]) if len(idx) < size else idx
+
+
+def fingerprint_batch(batch: Structure, *, detector: DetectorConfig | None = None, beam: BeamConfig | None = None,
+                      fp: FingerprintConfig | None = None, progress: bool = False) -> np.ndarray:
+    """Fingerprints of an already prepared batched Structure, (B, n, n, 3) float32."""
+    fn = batched_fingerprint_fn(detector or DetectorConfig(), beam or BeamConfig(), fp or FingerprintConfig())
+    n = batch.positions.shape[0]
+    size = min(DEVICE_BATCH, n)
+    out = []
+    batches = list(iter_batches(n, size))
+    if progress and len(batches) > 1:
+        from tqdm import tqdm
+
+        batches = tqdm(batches, desc="fingerprints", unit="batch")
+    for idx in batches:
+        out.append(np.asarray(fn(index(batch, idx))))
+    return np.concatenate(out)[:n]
+
+
+def fingerprints(structures: Sequence, *, key=None, detector: DetectorConfig | None = None,
+                 beam: BeamConfig | None = None, fp: FingerprintConfig | None = None, target: int = 250,
+                 progress: bool = False) -> np.ndarray:
+    """The whole pipeline for a list of ``ase.Atoms``: (B, n, n, 3) float32 fingerprints."""
+    batch = prepare_structures(list(structures), target=target, key=key)
+    return fingerprint_batch(batch, detector=detector, beam=beam, fp=fp, progress=progress)
