@@ -4,8 +4,11 @@ The real fingerprint is not used here: a differentiable Gaussian-splat stand-in 
 images from the positions, so these tests exercise the training machinery alone.
 """
 
+import importlib.util
 import json
 from dataclasses import replace
+from functools import partial
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -97,9 +100,10 @@ def test_batch_stats_change_in_train_mode_only(setup):
     opt, graphdef, state = setup
     s, y = synthetic(14, seed=1)
     images = jax.vmap(standin_fingerprint())(s)
-    _, stats_eval = T.apply_model(graphdef, state.params, state.batch_stats, images, train=False)
+    apply = jax.jit(partial(T.apply_model, graphdef), static_argnames="train")
+    _, stats_eval = apply(state.params, state.batch_stats, images, train=False)
     k_dropout = jax.random.split(jax.random.key(0))[1]  # train_step splits its key into (defect, dropout)
-    _, stats_train = T.apply_model(graphdef, state.params, state.batch_stats, images, train=True, key=k_dropout)
+    _, stats_train = apply(state.params, state.batch_stats, images, train=True, key=k_dropout)
     for a, b in zip(jax.tree.leaves(state.batch_stats), jax.tree.leaves(stats_eval)):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     assert any(not np.allclose(np.asarray(a), np.asarray(b))
@@ -193,3 +197,25 @@ def test_tracking_without_network(tmp_path, monkeypatch):
         t.log({"x": 2.0}, step=3)
     assert t.info["mode"] == "disabled" and t.info["dir"] is None
     assert not (tmp_path / "w" / "wandb").exists()
+
+
+@pytest.mark.slow
+def test_train_entry_point_smoke(tmp_path, monkeypatch):
+    """experiments/train.py on data=tiny, one epoch: every artefact is written and the export loads."""
+    from hydra import compose, initialize_config_dir
+
+    root = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location("train_entry", root / "experiments" / "train.py")
+    entry = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(entry)
+    monkeypatch.chdir(tmp_path)
+    with initialize_config_dir(config_dir=str(root / "conf"), version_base="1.3"):
+        cfg = compose("config", overrides=["data=tiny", "data.per_class=2", "optim.epochs=1", "optim.batch_size=8",
+                                           "logger=wandb", "+progress=false", "+export_to=exported"])
+    metrics = entry.run(cfg, tmp_path / "run")
+    assert metrics["steps"] == metrics["steps_per_epoch"] >= 1
+    for f in ("config_resolved.yaml", "metrics.json", "model/model_card.json", "model/model.msgpack"):
+        assert (tmp_path / "run" / f).is_file(), f
+    assert any((tmp_path / "run").glob("confusion_*.png"))
+    predictor, card = T.load_model(tmp_path / "exported")
+    assert card["classes"] and card["detector"]["n_pixels"] == 64 and card["n_parameters"] == 365_719
