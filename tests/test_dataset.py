@@ -241,3 +241,15 @@ def test_library_structures_not_in_generated_sets(ds):
             sel = full.meta["element"] == zr
             close = np.all(np.abs(np.sort(lengths[sel], axis=1) - ref) < 1e-3, axis=1)
             assert not close.any()
+
+
+def test_spglib_rule_rejects_higher_symmetry():
+    """The label rule itself: a bct cell at c/a = 1 (really bcc) fails with a reason naming 229."""
+    rec = D._Sampler(seed=0).draw("A_tI2_139_a", 49)
+    cell, frac, tags = P.cell_and_positions("A_tI2_139_a", 3.2, {"c/a": 1.0})
+    bad = D.Record("A_tI2_139_a", 49, 3.2, {"c/a": 1.0}, cell, frac, tags, 139, 0)
+    assert "229" in D.check_record(bad)
+    assert D.check_record(rec) is None
+    # hex/rh uses only 1e-3 and 1e-6; everything else also 1e-9
+    assert D.symprecs_for(166) == D.symprecs_for(194) == (1e-3, 1e-6)
+    assert D.symprecs_for(229) == (1e-3, 1e-6, 1e-9)
