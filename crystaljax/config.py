@@ -47,7 +47,7 @@ class FingerprintConfig:
 
     angle: float = 45.0
     z_shift: int = 2
-    unroll: int = 8
+    unroll: int = 16
 
 
 DETECTOR_PRESETS: dict[str, DetectorConfig] = {
