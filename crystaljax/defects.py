@@ -97,6 +97,9 @@ class DefectConfig:
                            listed species different from its own.
     sublattice_fraction:   fraction in [0, 1] of the present atoms with ``tags == sublattice_tag``
                            removed (1.0 on the bcc body centres gives sc).
+    random_levels:         if true, every call draws each non-zero level uniformly in [0, level]
+                           (per structure, from its own key stream): a spread of defect strengths
+                           for training augmentation.
 
     Lists (e.g. from Hydra) are converted to tuples.  Levels may also be traced JAX scalars (then
     they are not validated here; ``apply_defects`` clips fractions to [0, 1]).
@@ -110,6 +113,7 @@ class DefectConfig:
     substitution_elements: tuple[int, ...] = ()
     sublattice_fraction: float = 0.0
     sublattice_tag: int = 1
+    random_levels: bool = False
 
     def __post_init__(self):
         def put(field, value):
@@ -123,6 +127,9 @@ class DefectConfig:
         if not isinstance(self.displacement_relative, (bool, np.bool_)):
             raise ValueError(f"displacement_relative must be true or false, got {self.displacement_relative!r}")
         put("displacement_relative", bool(self.displacement_relative))
+        if not isinstance(self.random_levels, (bool, np.bool_)):
+            raise ValueError(f"random_levels must be true or false, got {self.random_levels!r}")
+        put("random_levels", bool(self.random_levels))
         st = self.sublattice_tag
         if isinstance(st, (bool, np.bool_)) or not isinstance(st, (int, np.integer)):
             raise ValueError(f"sublattice_tag must be an integer, got {st!r}")
@@ -247,10 +254,16 @@ def apply_defects(key, s: Structure, cfg: DefectConfig) -> Structure:
     The key is split into four streams (one per purpose, always the same four), so switching one
     defect on does not change the random draws of the others.  Fractions of later steps apply to
     the atoms still present after the earlier ones.  Stages with a static level of 0 are skipped;
-    an all-zero config returns the structure unchanged.
+    an all-zero config returns the structure unchanged.  With ``cfg.random_levels`` each level is
+    scaled by its own U(0, 1) draw from a fifth stream (``fold_in(key, 4)``).
     """
     s = _asjax(s)
     k_sub, k_lat, k_vac, k_disp = jax.random.split(key, 4)
+    if cfg.random_levels:
+        u = jax.random.uniform(jax.random.fold_in(key, 4), (4,))
+        fields = ("substitution_fraction", "sublattice_fraction", "vacancy_fraction", "displacement_sigma")
+        cfg = dataclasses.replace(cfg, random_levels=False, **{
+            f: getattr(cfg, f) * u[i] for i, f in enumerate(fields) if not _is_static_zero(getattr(cfg, f))})
     if not _is_static_zero(cfg.substitution_fraction):
         s = substitute(k_sub, s, cfg.substitution_fraction, cfg.substitution_elements)
     if not _is_static_zero(cfg.sublattice_fraction):

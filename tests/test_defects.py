@@ -395,3 +395,21 @@ def test_hydra_group_override(tmp_path):
         node = compose(config_name="config", overrides=["defect=substitution",
                                                         "defect.substitution_elements=[13]"])
     assert DefectConfig.from_dict(node.defect).substitution_elements == (13,)
+
+
+def test_random_levels_draw_a_spread_of_strengths():
+    """random_levels: vacancy counts vary between keys, never exceed the maximum, and are reproducible."""
+    from crystaljax.defects import DefectConfig, apply_defects
+    from crystaljax.structure import from_arrays
+
+    s = from_arrays(np.random.default_rng(0).normal(size=(200, 3)), np.full(200, 26), n_max=208)
+    cfg = DefectConfig(vacancy_fraction=0.5, random_levels=True)
+    fn = jax.jit(jax.vmap(lambda k: apply_defects(k, s, cfg).mask.sum()))
+    counts = np.asarray(fn(jax.random.split(jax.random.key(0), 64)))
+    removed = 200 - counts
+    assert removed.max() <= 100 and removed.min() >= 0
+    assert len(np.unique(removed)) > 20  # a spread, not one level
+    assert 30 < removed.mean() < 70       # uniform in [0, 100] has mean 50
+    np.testing.assert_array_equal(counts, np.asarray(fn(jax.random.split(jax.random.key(0), 64))))
+    with pytest.raises(ValueError, match="random_levels"):
+        DefectConfig(random_levels="yes")
