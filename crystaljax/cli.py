@@ -58,6 +58,78 @@ def cmd_fingerprint(args) -> int:
     return 0
 
 
+def _read_all(paths, errors):
+    """(source label, frame index, atoms) for every readable frame; problems appended to ``errors``."""
+    from .errors import CrystalJaxError
+    from .io import read_structures
+
+    items = []
+    for path in paths:
+        try:
+            frames = read_structures(path)
+        except CrystalJaxError as exc:
+            errors.append(str(exc).splitlines()[0])
+            continue
+        items.extend((path, i, atoms) for i, atoms in enumerate(frames))
+    return items
+
+
+def cmd_classify(args) -> int:
+    import json
+
+    import numpy as np
+
+    from .cluster import prepare
+    from .errors import CrystalJaxError
+    from .predict import classify_batch, load_classifier
+    from .structure import from_ase, pad_to, stack
+
+    clf = load_classifier(args.model)
+    errors: list[str] = []
+    items = _read_all(args.paths, errors)
+    rows = []
+    chunks = [items[i:i + args.batch] for i in range(0, len(items), args.batch)]
+    bar = None
+    if len(items) > args.batch and not args.quiet:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(items), desc="classify", unit="structure", file=sys.stderr)
+    for chunk in chunks:
+        good, clusters = [], []
+        for path, frame, atoms in chunk:  # host pipeline per structure: a bad one is skipped alone
+            try:
+                atoms.info.setdefault("source", f"{path}" + (f"[{frame}]" if frame else ""))
+                clusters.append(from_ase(prepare(atoms, target=clf.target)))
+                good.append((path, frame))
+            except CrystalJaxError as exc:
+                errors.append(str(exc).splitlines()[0])
+        if good:
+            probs = classify_batch(clf, stack(clusters, n_max=pad_to(max(c.n_max for c in clusters))))
+            for (path, frame), p in zip(good, probs):
+                rows.append({"file": str(path), "frame": frame, "label": clf.classes[int(np.argmax(p))],
+                             "probabilities": {c: float(v) for c, v in zip(clf.classes, p)}})
+        if bar is not None:
+            bar.update(len(chunk))
+    if bar is not None:
+        bar.close()
+    for message in errors:
+        print(f"crystaljax: error: {message}", file=sys.stderr)
+    if args.json:
+        print(json.dumps(rows, indent=1))
+    elif args.csv:
+        print(",".join(["file", "frame", "label", *clf.classes]))
+        for r in rows:
+            print(",".join([r["file"], str(r["frame"]), r["label"], *(f"{v:.6f}" for v in r["probabilities"].values())]))
+    else:
+        width = max([len(r["file"]) + (len(str(r["frame"])) + 2 if r["frame"] else 0) for r in rows] + [4])
+        print(f"{'file':<{width}}  {'class':<8} {'prob':>6}   runner-up")
+        for r in rows:
+            name = r["file"] + (f"[{r['frame']}]" if r["frame"] else "")
+            ranked = sorted(r["probabilities"].items(), key=lambda kv: -kv[1])
+            print(f"{name:<{width}}  {ranked[0][0]:<8} {ranked[0][1]:6.3f}   {ranked[1][0]} {ranked[1][1]:.3f}")
+    return EXIT_BAD_INPUT if errors else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="crystaljax", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -69,6 +141,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--detector", default="paper", help="detector preset: paper (default) or ai4materials")
     p.add_argument("--target", type=int, default=250, help="cluster size in atoms (default 250)")
     p.set_defaults(func=cmd_fingerprint)
+
+    p = sub.add_parser("classify", help="crystal class with probabilities for structure files (shipped model)")
+    p.add_argument("paths", nargs="+", help="ASE-readable files; multi-frame files give one row per frame")
+    fmt = p.add_mutually_exclusive_group()
+    fmt.add_argument("--json", action="store_true", help="print a JSON list of {file, frame, label, probabilities}")
+    fmt.add_argument("--csv", action="store_true", help="print CSV: file, frame, label, one column per class")
+    p.add_argument("--model", help="model directory (default: the model shipped with crystaljax)")
+    p.add_argument("--batch", type=int, default=64, help="structures per device batch (default 64)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_classify)
     return parser
 
 
