@@ -1,0 +1,98 @@
+"""End-to-end command line: the shipped model, output formats and bad input."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from crystaljax.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = ROOT / "crystaljax" / "examples"
+PROTOTYPES = ROOT.parent / "shared" / "data" / "prototypes"
+CLASSES = ["bct_139", "bct_141", "hex/rh", "sc", "fcc", "diam", "bcc"]
+
+# real structures of the seven classes (AFLOW library parameters; never used for training)
+EXPECTED = {
+    "fcc_Cu_A_cF4_225_a": "fcc",
+    "bcc_W_A_cI2_229_a": "bcc",
+    "diam_C_A_cF8_227_a": "diam",
+    "sc_alphaPo_A_cP1_221_a": "sc",
+    "hcp_Mg_A_hP2_194_c": "hex/rh",
+    "dhcp_alphaLa_A_hP4_194_ac": "hex/rh",
+    "bctIn_In_A_tI2_139_a": "bct_139",
+    "bctAlphaPa_Pa_A_tI2_139_a": "bct_139",
+    "bctBetaSn_Sn_A_tI4_141_a": "bct_141",
+}
+
+
+def _prototype_file(name):
+    folder = PROTOTYPES / name
+    files = sorted(folder.glob("*")) if folder.is_dir() else []
+    return files[0] if files else None
+
+
+def test_classify_real_prototypes_json(capsys):
+    files = {name: _prototype_file(name) for name in EXPECTED}
+    rhombs = sorted(p for p in PROTOTYPES.glob("rhomb*_166*")) if PROTOTYPES.is_dir() else []
+    assert all(files.values()) and rhombs, "shared/data/prototypes must be next to the repository"
+    paths = [str(p) for p in files.values()] + [str(sorted(r.glob("*"))[0]) for r in rhombs]
+    assert main(["classify", "--json", "--quiet", *paths]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert len(rows) == len(paths)
+    for row in rows:
+        assert set(row) == {"file", "frame", "label", "probabilities"}
+        assert list(row["probabilities"]) == CLASSES
+        assert sum(row["probabilities"].values()) == pytest.approx(1.0, abs=1e-4)
+        assert row["label"] == max(row["probabilities"], key=row["probabilities"].get)
+    got = {Path(r["file"]).parent.name: r["label"] for r in rows}
+    for name, label in EXPECTED.items():
+        assert got[name] == label, (name, got[name])
+    for r in rhombs:
+        assert got[r.name] == "hex/rh", r.name
+
+
+def test_classify_multiframe_examples_and_csv(capsys):
+    traj = EXAMPLES / "Fe_bcc_noisy_trajectory.extxyz"
+    assert main(["classify", "--csv", "--quiet", str(traj), str(EXAMPLES / "Cu_fcc.cif")]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].split(",") == ["file", "frame", "label", *CLASSES]
+    body = [line.split(",") for line in lines[1:]]
+    assert [b[1] for b in body] == ["0", "1", "2", "3", "0"]
+    assert [b[2] for b in body] == ["bcc"] * 4 + ["fcc"]
+
+
+def test_bad_files_are_reported_and_skipped(tmp_path, capsys):
+    bad = tmp_path / "bad.xyz"
+    bad.write_text("garbage\n")
+    nan = tmp_path / "nan.xyz"
+    nan.write_text("2\n\nCu 0 0 0\nCu nan 0 0\n")
+    single = tmp_path / "one.xyz"
+    single.write_text("1\n\nCu 0 0 0\n")
+    code = main(["classify", "--json", "--quiet", str(bad), str(tmp_path / "missing.cif"), str(nan), str(single),
+                 str(EXAMPLES / "Si_diamond.vasp")])
+    out, err = capsys.readouterr()
+    assert code != 0
+    rows = json.loads(out)
+    assert [r["label"] for r in rows] == ["diam"]
+    messages = [line for line in err.splitlines() if line.startswith("crystaljax: error:")]
+    assert len(messages) == 4 and "Traceback" not in err
+    assert any("missing.cif" in m and "no such file" in m for m in messages)
+
+
+def test_fingerprint_subcommand_writes_npy_and_png(tmp_path):
+    out, png = tmp_path / "fp.npy", tmp_path / "fp.png"
+    assert main(["fingerprint", str(EXAMPLES / "Cu_fcc.cif"), "--out", str(out), "--png", str(png)]) == 0
+    image = np.load(out)
+    assert image.shape == (64, 64, 3) and image.max() == pytest.approx(1.0) and png.stat().st_size > 0
+
+
+def test_console_script_bad_input_one_line(tmp_path):
+    """The installed entry point: one line on stderr, non-zero exit, no traceback."""
+    proc = subprocess.run([sys.executable, "-m", "crystaljax.cli", "fingerprint", str(tmp_path / "nope.cif")],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0
+    assert proc.stderr.strip().count("\n") == 0 and "no such file" in proc.stderr and "Traceback" not in proc.stderr
