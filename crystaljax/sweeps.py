@@ -36,6 +36,7 @@ from __future__ import annotations
 import math
 import os
 import time
+import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -516,7 +517,9 @@ def spacegroups(cell: tuple, symprecs: Sequence[float]) -> tuple:
     os.environ.setdefault("SPGLIB_WARNING", "OFF")
 
     lat, frac, numbers = cell
-    return tuple(spacegroup_number(lat, frac, numbers, float(s)) for s in symprecs)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # spglib 2.x's error-handling notice
+        return tuple(spacegroup_number(lat, frac, numbers, float(s)) for s in symprecs)
 
 
 def _spacegroups_chunk(args) -> list:
