@@ -36,8 +36,9 @@ log = logging.getLogger(__name__)
 SMOKE = {
     "n_per_class": 1,
     "seeds": [0],
-    "levels": {"displacement": [0.01], "vacancies": [0.01, 0.25], "substitution": ["binary_0.25", "ternary_0.25"]},
+    "levels": {"displacement": [0.01], "vacancies": [0.01], "substitution": ["ternary_0.25"]},
     "spglib_n_per_class": 1,
+    "spglib_n_structures": 3,
     "spglib_workers": 0,
 }
 
@@ -88,12 +89,14 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     spg = _container(cfg.spglib) or {}
     n_per_class = None
     sp_per_class = spg.get("n_per_class")
+    sp_cap = spg.get("n_structures")
     workers = int(spg.get("workers", 0))
     if smoke:
         levels = {k: v for k, v in SMOKE["levels"].items()}
         seeds = SMOKE["seeds"]
         n_per_class = SMOKE["n_per_class"]
         sp_per_class = SMOKE["spglib_n_per_class"]
+        sp_cap = SMOKE["spglib_n_structures"]
         workers = SMOKE["spglib_workers"]
     symprecs = [float(s) for s in spg.get("symprecs", sweeps.SYMPRECS)]
     sp_seeds = seeds if spg.get("seeds") is None else [int(s) for s in spg["seeds"]]
@@ -102,7 +105,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     idx = sweeps.select_indices(ds, cfg.get("split", "test"), cfg.get("n_structures"), n_per_class)
     if len(idx) == 0:
         raise ValueError(f"split {cfg.get('split')!r} of the data set is empty")
-    sp_idx = sweeps.select_indices(ds, None, n_per_class=sp_per_class, within=idx)
+    sp_idx = sweeps.select_indices(ds, None, sp_cap, sp_per_class, within=idx)
     log.info("data: %d structures; ConvNet on %d, spglib on %d (%d seed(s))", len(ds), len(idx), len(sp_idx),
              len(sp_seeds))
 

@@ -44,7 +44,8 @@ def test_table1_smoke(tmp_path, model_dir):
     assert set(res) == {"convnet", "convnet_augmented", "spglib", "n_structures", "seeds"}
     assert res["n_structures"] == 7 and res["seeds"] == [0]
     assert set(res["convnet"]) >= {"displacement", "vacancies", "substitution"}
-    assert list(res["convnet"]["vacancies"]) == ["0.01", "0.25"]
+    assert list(res["convnet"]["vacancies"]) == ["0.01"]
+    assert list(res["convnet"]["substitution"]) == ["ternary_0.25"]
     assert res["convnet"] == res["convnet_augmented"]  # the same weights on the same images
     assert list(res["spglib"]) == ["0.1", "0.01", "0.001", "1e-05"]
     assert all(res["spglib"][s]["pristine"] == 1.0 for s in res["spglib"])
