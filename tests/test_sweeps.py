@@ -210,3 +210,30 @@ def test_class_windows():
     assert w["total_width"]["hex/rh"] == pytest.approx(0.45)
     w = sweeps.class_windows(mu, pred, {"fcc": 0.3})
     assert w["special"]["fcc"]["predicted"] == "hex/rh" and w["special"]["fcc"]["width"] == 0.0
+
+
+def wiring_fingerprint(s):
+    """A stand-in image that sees the mask, the positions and the species of a Structure."""
+    m = s.mask
+    v = jnp.stack([jnp.sum(m), jnp.sum(m[:, None] * s.positions ** 2), jnp.sum(m * s.numbers)])
+    return jnp.broadcast_to(v, (2, 2, 3))
+
+
+@pytest.mark.parametrize("kind,level", [("vacancies", 0.3), ("displacement", 0.05), ("substitution", "ternary_0.5"),
+                                        ("sublattice", 1.0)])
+def test_sweep_images_are_of_the_defective_structures(ds, test_idx, kind, level):
+    batch = sweeps._take(ds.structures, test_idx)
+    value, n_new = sweeps._level_value(kind, level)
+    elements = sweeps.substitution_elements(ds, test_idx, 2)
+    fn = sweeps.make_images_fn(wiring_fingerprint, kind, n_new)
+    images = np.asarray(fn(sweeps.defect_keys(2, kind, level, test_idx), batch, jnp.float32(value),
+                           jnp.asarray(elements)))
+    defective = sweeps.defect_batch(batch, kind, level, 2, test_idx, elements=elements)
+    want = np.stack([np.asarray(wiring_fingerprint(sweeps._take(defective, k))) for k in range(len(test_idx))])
+    np.testing.assert_allclose(images, want, rtol=1e-6)
+    pristine = np.stack([np.asarray(wiring_fingerprint(sweeps._take(batch, k))) for k in range(len(test_idx))])
+    changed = np.any(np.abs(images - pristine) > 1e-6 * np.abs(pristine), axis=(1, 2, 3))
+    if kind == "sublattice":  # only the bcc structure has body-centre atoms
+        assert changed.tolist() == [CLASSES[c] == "bcc" for c in np.asarray(ds.labels)[test_idx]]
+    else:
+        assert changed.all()
