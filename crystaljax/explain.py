@@ -32,7 +32,9 @@ structure -> fingerprint -> ConvNet -> softmax:
   the physical structure); :func:`atom_saliency` is its norm over xyz, zero on masked rows.
 * :func:`occupancy_saliency`: d p(class) / d mask, (n_max,): the mask is the atom's weight in
   the scattering sum, so this says how p(class) would change if the atom were (partly) removed
-  (present atoms) or put back (vacancies).
+  (present atoms) or put back (vacancies).  The fingerprint is normalised by its brightest pixel,
+  so scaling every weight leaves p unchanged: sum_j w_j d p / d w_j = 0 (only relative weights
+  matter).
 * :func:`fingerprint_sensitivity`: per atom s_j = ||d fingerprint / d x_j||_F, (n_max,): the
   Frobenius norm of the (64*64*3, 3) Jacobian block of atom j, i.e. the L2 change of the whole
   normalised image per Å (scaled) of displacement, root-sum-squared over the three directions
@@ -350,10 +352,18 @@ def _as_structure(structure: Structure) -> Structure:
 
 
 def class_probabilities(net: Net, images) -> jax.Array:
-    """Eval-mode class probabilities for images (B, H, W, C) -> (B, n_classes).  Traceable."""
+    """Eval-mode class probabilities for images (B, H, W, C) -> (B, n_classes) (jitted per model graph)."""
     net = as_net(net)
-    logits = _model(net)(jnp.asarray(images), train=False)
-    return jax.nn.softmax(logits, axis=-1)
+    return _probabilities_jit(net.graphdef)(net.params, net.batch_stats, jnp.asarray(images))
+
+
+@functools.lru_cache(maxsize=16)
+def _probabilities_jit(graphdef):
+    def f(params, batch_stats, images):
+        logits = nnx.merge(graphdef, params, batch_stats)(images, train=False)
+        return jax.nn.softmax(logits, axis=-1)
+
+    return jax.jit(f)
 
 
 def make_probability_fn(net: Net, fingerprint_fn: Callable) -> Callable:
@@ -469,7 +479,7 @@ def _sensitivity_probe_jit(fingerprint_fn, n_probes: int):
     def f(structure, key):
         image, vjp = jax.vjp(lambda p: fingerprint_fn(structure._replace(positions=p)), structure.positions)
         probes = jax.random.normal(key, (n_probes,) + image.shape, image.dtype)
-        grads = jax.lax.map(lambda v: vjp(v)[0], probes)  # (n_probes, n, 3)
+        grads = jax.vmap(lambda v: vjp(v)[0])(probes)  # (n_probes, n, 3)
         return jnp.sqrt(jnp.mean(jnp.sum(grads * grads, axis=-1), axis=0))
 
     return jax.jit(f)
@@ -653,7 +663,7 @@ def plot_class_templates(templates, class_names: Sequence[str], path, *, counts=
     templates = np.asarray(templates)
     n, n_ch = templates.shape[0], templates.shape[-1]
     rows = 1 + n_ch
-    fig = _figure((1.6 * n + 0.6, 1.6 * rows + 0.8))
+    fig = _figure((max(1.6 * n + 0.6, 6.0), 1.6 * rows + 0.8))
     axes = fig.subplots(rows, n, squeeze=False)
     for i in range(n):
         t = templates[i]
@@ -699,7 +709,7 @@ def plot_saliency(structure: Structure, saliency, path, *, title: str | None = N
         q = pos[gone]
         ax.scatter(q[:, 0], q[:, 1], q[:, 2], c="0.6", marker="x", s=8, depthshade=False, label="removed")
         ax.legend(loc="upper left", fontsize=7)
-    fig.colorbar(sc, ax=ax, shrink=0.7, label=label)
+    fig.colorbar(sc, ax=ax, shrink=0.7, pad=0.12, label=label)
     ax.set_xlabel("x (Å)")
     ax.set_ylabel("y (Å)")
     ax.set_zlabel("z (Å)")
@@ -816,13 +826,13 @@ def explain_file(path, out_dir, model_dir=None, *, index=":", target: int = 250,
                  k: int = TOP_K, rule: str = "guided", select: str = "mean", seed: int = 0) -> dict:
     """Explain the classification of every frame of a structure file; writes into ``out_dir``:
 
-    <stem>[_<frame>]_fingerprint.png          the input fingerprint
-    <stem>[_<frame>]_response_maps.png        top-k response maps of conv layers ``layers`` (+1 in names)
-    <stem>[_<frame>]_template.png             this structure's last-layer map sum next to the template of
-                                              the predicted class (from its pristine representative)
-    <stem>[_<frame>]_saliency.extxyz / .png   per-atom |d p(predicted) / d x| (array 'saliency',
-                                              vector 'saliency_grad', 'occupancy_saliency'), scaled Å
-    explain.json                              predictions, top filters and file list
+    [frameNNNN_]fingerprint.png          the input fingerprint (prefix only for multi-frame files)
+    [frameNNNN_]response_maps.png        top-k response maps of conv layers ``layers`` (+1 in titles)
+    [frameNNNN_]template.png             this structure's last-layer map sum next to the template of
+                                         the predicted class (from its pristine representative)
+    [frameNNNN_]saliency.extxyz / .png   per-atom |d p(predicted) / d x| (array 'saliency', vector
+                                         'saliency_grad', 'occupancy_saliency'), Å of the scaled cluster
+    explain.json                         predictions, top filters and file list
 
     model_dir: a directory written by ``train.save_model`` (default: the shipped model; a fresh
     model with a warning if none is shipped).  Returns the summary dict (also in explain.json).
@@ -841,23 +851,22 @@ def explain_file(path, out_dir, model_dir=None, *, index=":", target: int = 250,
     det, beam, fpc = fingerprint_configs(card)
     fp_fn = cached_fingerprint_fn(det, beam, fpc)
     batch = prepare_structures(frames, target=target)
-    stem = Path(path).name.replace(".", "_")
     summary = {"file": str(path), "model": card.get("path", "fresh"), "fresh_model": bool(card.get("fresh", False)),
                "classes": list(classes), "frames": []}
     reference_templates: dict[int, np.ndarray] = {}
     for i in range(len(frames)):
         s = take(batch, i)
-        tag = stem if len(frames) == 1 else f"{stem}_{i:04d}"
+        tag = "" if len(frames) == 1 else f"frame{i:04d}_"
         image = fingerprint(fp_fn, s)
         sal = saliency(net, fp_fn, s)
         probs = np.asarray(sal.probabilities)
         pred = int(np.argmax(probs))
         maps = attentive_response_maps(net, image, layers, k, rule=rule, select=select)
         files = {
-            "fingerprint": plot_fingerprint(image, out / f"{tag}_fingerprint.png", title=f"{tag}"),
+            "fingerprint": plot_fingerprint(image, out / f"{tag}fingerprint.png", title=f"{Path(path).name} {tag.rstrip('_')}"),
             "response_maps": plot_response_maps(
-                maps, out / f"{tag}_response_maps.png", image=image,
-                title=f"{tag}: attentive response maps (predicted {classes[pred]}, p={probs[pred]:.3f})"),
+                maps, out / f"{tag}response_maps.png", image=image,
+                title=f"{Path(path).name} {tag.rstrip('_')}: attentive response maps (predicted {classes[pred]}, p={probs[pred]:.3f})"),
         }
         own = np.asarray(image_template(net, image, rule=rule, select=select, k=k))
         if pred not in reference_templates and classes[pred] in REPRESENTATIVES:
@@ -867,15 +876,15 @@ def explain_file(path, out_dir, model_dir=None, *, index=":", target: int = 250,
         tiles = [own] + ([reference_templates[pred]] if pred in reference_templates else [])
         names = ["this structure"] + ([f"{classes[pred]} template ({REPRESENTATIVES[classes[pred]][1]})"]
                                       if pred in reference_templates else [])
-        files["template"] = plot_class_templates(np.stack(tiles), names, out / f"{tag}_template.png",
+        files["template"] = plot_class_templates(np.stack(tiles), names, out / f"{tag}template.png",
                                                  title=f"last-layer map sum vs the {classes[pred]} template")
         grad = np.asarray(sal.positions[pred])
         per_atom = np.asarray(atom_saliency(grad, s.mask))
         files["saliency_extxyz"] = write_saliency_extxyz(
-            s, per_atom, out / f"{tag}_saliency.extxyz", gradient=grad,
+            s, per_atom, out / f"{tag}saliency.extxyz", gradient=grad,
             arrays={"occupancy_saliency": np.asarray(sal.occupancy[pred])},
             info={"predicted": classes[pred], "probability": float(probs[pred])})
-        files["saliency_png"] = plot_saliency(s, per_atom, out / f"{tag}_saliency.png",
+        files["saliency_png"] = plot_saliency(s, per_atom, out / f"{tag}saliency.png",
                                               title=f"|d p({classes[pred]}) / d x| per atom",
                                               label=f"|dp/dx| (1/Å, scaled)")
         summary["frames"].append({
