@@ -360,6 +360,48 @@ def _resolve_elements(elements) -> list[int]:
 # --------------------------------------------------------------------------------------------
 
 
+#: How the periodic input of a structure is written before the cluster is built, with probabilities.
+#: The symmetry-free standard cell depends on the lattice of the input cell (conventional, primitive
+#: or a supercell), which changes the orientation of the cluster and so the fingerprint; real files
+#: come in all three forms, so the training data must too.
+REPRESENTATIONS = (("conventional", 0.4), ("primitive", 0.35), ("supercell", 0.25))
+
+
+def _representation(i: int, rec: Record) -> tuple[str, np.random.Generator]:
+    """Deterministic representation choice for slot ``i`` holding ``rec`` (independent of workers)."""
+    rng = np.random.default_rng([int(i), int(rec.element), int(round(rec.a * 1e6)) % (2**31)])
+    names, probs = zip(*REPRESENTATIONS)
+    return str(rng.choice(names, p=probs)), rng
+
+
+def _random_supercell_matrix(rng: np.random.Generator) -> np.ndarray:
+    """An integer 3x3 matrix with determinant 2..4 and at least one off-diagonal entry (a new lattice basis)."""
+    while True:
+        m = np.eye(3, dtype=int) + rng.integers(-1, 2, size=(3, 3)) * (rng.random((3, 3)) < 0.35)
+        det = round(abs(np.linalg.det(m)))
+        if 2 <= det <= 4 and np.count_nonzero(m - np.diag(np.diag(m))):
+            return m
+
+
+def cell_variant(atoms, representation: str, rng: np.random.Generator):
+    """The same crystal written as its ``conventional`` cell, its ``primitive`` cell (spglib, dataset
+    side only) or a random non-diagonal ``supercell`` (determinant 2..4)."""
+    from ase import Atoms
+    from ase.build import make_supercell
+
+    if representation == "conventional":
+        return atoms
+    if representation == "primitive":
+        import spglib
+
+        lattice, frac, numbers = spglib.find_primitive(
+            (atoms.cell[:], atoms.get_scaled_positions(), atoms.numbers), symprec=1e-5)
+        return Atoms(numbers=numbers, scaled_positions=frac, cell=lattice, pbc=True)
+    if representation == "supercell":
+        return make_supercell(atoms, _random_supercell_matrix(rng))
+    raise ValueError(f"unknown cell representation {representation!r}")
+
+
 def _job(args) -> tuple[int, Structure | None, str | None]:
     """Worker: spglib label check, then (if target) the cluster; (i, structure or None, reason or None)."""
     i, rec, target = args
@@ -369,7 +411,7 @@ def _job(args) -> tuple[int, Structure | None, str | None]:
     from crystaljax import cluster
 
     try:
-        atoms = cluster.prepare(rec.atoms(), target=target)
+        atoms = cluster.prepare(cell_variant(rec.atoms(), *_representation(i, rec)), target=target)
         return i, from_ase(atoms), None
     except Exception as err:  # noqa: BLE001 -- counted as a rejection and resampled
         msg = f"cluster: {type(err).__name__}: {err}"
@@ -515,6 +557,7 @@ def generate(seed: int = 0, per_class: int = 1400, elements=None, target: int = 
     t_built = time.perf_counter() - t0
 
     order = np.random.default_rng([int(seed), 4]).permutation(len(records))
+    representation = np.array([_representation(int(i), records[i])[0] for i in order])
     records = [records[i] for i in order]
     clusters = [clusters[i] for i in order]
     sizes = [int(np.asarray(s.mask).sum()) for s in clusters]
@@ -523,6 +566,7 @@ def generate(seed: int = 0, per_class: int = 1400, elements=None, target: int = 
     labels = np.array([r.label for r in records], np.int32)
     split = stratified_split(labels, fractions, seed)
     meta, cells = _tables(records)
+    meta["representation"] = representation
     info = {
         "name": "aflow_like",
         "seed": int(seed),
@@ -535,6 +579,7 @@ def generate(seed: int = 0, per_class: int = 1400, elements=None, target: int = 
         "symprecs": list(SYMPRECS),
         "symprecs_hex": list(SYMPRECS_HEX),
         "n_max": int(n_max),
+        "representations": {str(k): int(v) for k, v in zip(*np.unique(representation, return_counts=True))},
         "cluster_atoms": {"min": int(min(sizes)), "max": int(max(sizes)), "mean": round(float(np.mean(sizes)), 2)},
         "sampling": sampler.stats(quotas),
         "hex_rh_missed_at_1e-9": _missed_at_1e9(records),

@@ -68,8 +68,9 @@ def test_shapes_dtypes_and_clusters(ds):
         if ds.meta["prototype"][i] in ("A_cP1_221_a", "A_cF4_225_a", "A_cI2_229_a", "A_cF8_227_a"):
             assert float(s.nn_distance[i]) == pytest.approx(cell_nn, rel=1e-5)
     # bcc: the body-centre sublattice (tag 1) is half of the cluster; no other class has tags
-    bcc = ds.labels == P.CLASSES.index("bcc")
-    assert np.all(s.tags[bcc].sum(1) * 2 == sizes[bcc])
+    # (a primitive bcc cell has one atom: no sublattice to tag)
+    bcc = (ds.labels == P.CLASSES.index("bcc")) & (ds.meta["representation"] != "primitive")
+    assert bcc.any() and np.all(s.tags[bcc].sum(1) * 2 == sizes[bcc])
     assert not s.tags[~bcc].any()
     # conventional cells: tags too
     assert np.all(ds.cells["tags"][bcc].sum(1) == 1)
@@ -253,3 +254,29 @@ def test_spglib_rule_rejects_higher_symmetry():
     # hex/rh uses only 1e-3 and 1e-6; everything else also 1e-9
     assert D.symprecs_for(166) == D.symprecs_for(194) == (1e-3, 1e-6)
     assert D.symprecs_for(229) == (1e-3, 1e-6, 1e-9)
+
+
+def test_cell_variants_are_the_same_crystal():
+    """Primitive and supercell representations keep the space group; they change the standard-cell lattice."""
+    from crystaljax.cell import standard_cell
+    from crystaljax.dataset import cell_variant, spacegroup_number
+    from crystaljax.prototypes import build
+
+    rng = np.random.default_rng(0)
+    for name, sg in [("A_cF4_225_a", 225), ("A_cI2_229_a", 229), ("A_tI4_141_a", 141), ("A_hR2_166_c", 166)]:
+        conv = build(name, "Cu")
+        cells = {}
+        for rep in ("conventional", "primitive", "supercell"):
+            atoms = cell_variant(conv, rep, rng)
+            assert spacegroup_number(atoms.cell[:], atoms.get_scaled_positions(), atoms.numbers, 1e-3) == sg
+            density = len(atoms) / atoms.get_volume()
+            assert density == pytest.approx(len(conv) / conv.get_volume(), rel=1e-6)
+            cells[rep] = standard_cell(atoms).cell.lengths()
+        assert not np.allclose(cells["primitive"], cells["conventional"]), name
+
+
+def test_generated_set_mixes_representations():
+    ds = D.generate(seed=3, per_class=12, progress=False, workers=1)
+    reps = set(ds.meta["representation"].tolist())
+    assert reps == {"conventional", "primitive", "supercell"}
+    assert sum(ds.info["representations"].values()) == len(ds)
