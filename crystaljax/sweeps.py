@@ -844,8 +844,9 @@ def bcc_sc_sweep(predict_fn: PredictFn, structures: Structure, fractions: Sequen
     n = int(np.shape(structures.positions)[0])
     if n == 0:
         raise ValueError("no bcc structures")
-    if not np.any(np.asarray(structures.tags) == 1):
-        raise ValueError("the bcc structures carry no tag-1 (body-centre) atoms")
+    if not np.all(tagged_bcc(structures)):
+        raise ValueError("every bcc cluster must have half of its atoms tagged 1 (body centres); "
+                         "filter with sweeps.tagged_bcc")
     idx = np.arange(n) if indices is None else np.asarray(indices, np.int64)
     fn = make_images_fn(fingerprint_fn, "sublattice", 0, renormalize)
     zeros = np.zeros((n, 2), np.int32)
@@ -874,17 +875,57 @@ def bcc_sc_sweep(predict_fn: PredictFn, structures: Structure, fractions: Sequen
             "n_structures": n, "seeds": [int(s) for s in seeds], "renormalize": bool(renormalize)}
 
 
-def rhombohedral_sweep(predict_fn: PredictFn, mus: Sequence[float], *, element="Po",
+RH_SETTINGS: tuple[str, ...] = ("hexagonal", "primitive")
+"""How the rhombohedral-path cell is handed to the pipeline: the 3-atom hexagonal setting of
+``prototypes.rhombohedral_path`` (like the data set's hR structures) or the 1-atom primitive
+rhombohedral cell (at mu_sc that is the cube of the data set's sc cells).  The symmetry-free
+standard cell reduces the lattice it is given, so the two settings give differently oriented
+clusters, hence different fingerprints, at the same mu."""
+
+_R_OBVERSE = np.array([[2.0, 1.0, 1.0], [-1.0, 1.0, 1.0], [-1.0, -2.0, 1.0]]) / 3.0
+
+
+def rhombohedral_primitive(atoms):
+    """The primitive rhombohedral cell of a structure in the obverse hexagonal setting.
+
+    Primitive vectors (2/3, 1/3, 1/3), (-1/3, 1/3, 1/3), (-1/3, -2/3, 1/3) of the hexagonal ones;
+    atoms equivalent under the R-centring are kept once.  Tags and ``info`` are carried.
+    """
+    from ase import Atoms
+
+    prim = _R_OBVERSE @ atoms.cell.array
+    frac = np.linalg.solve(prim.T, atoms.get_positions().T).T
+    frac = np.mod(np.round(frac, 10), 1.0)
+    frac[np.isclose(frac, 1.0, atol=1e-8)] = 0.0
+    keep: list[int] = []
+    for i, f in enumerate(frac):
+        d = np.abs(frac[keep] - f) if keep else np.zeros((0, 3))
+        d = np.minimum(d, 1.0 - d)
+        if not np.any(np.all(d < 1e-6, axis=1)):
+            keep.append(i)
+    if len(keep) * 3 != len(atoms):
+        raise ValueError(f"not an R-centred hexagonal cell: {len(atoms)} atoms -> {len(keep)} in the primitive cell")
+    out = Atoms(numbers=atoms.numbers[keep], scaled_positions=frac[keep], cell=prim, pbc=True,
+                tags=atoms.get_tags()[keep])
+    out.info.update(atoms.info)
+    return out
+
+
+def rhombohedral_sweep(predict_fn: PredictFn, mus: Sequence[float], *, element="Po", setting: str = "hexagonal",
                        fingerprint_fn: Callable | None = None, target: int = 250, batch_size: int = 32,
                        progress: bool = False) -> dict:
     """Class probabilities along the A_hR1_166_a path (``prototypes.rhombohedral_path``) vs mu = c/a.
 
-    Each structure goes through the host pipeline (standard cell, ~``target``-atom cluster).  Returns
-    ``{"mu": [...], "probabilities": {class: [...]}, "predicted": [class names]}``.
+    setting: 'hexagonal' (3-atom conventional cell) or 'primitive' (1-atom rhombohedral cell), see
+    :data:`RH_SETTINGS`.  Each structure goes through the host pipeline (standard cell,
+    ~``target``-atom cluster).  Returns ``{"mu": [...], "setting", "element",
+    "probabilities": {class: [...]}, "predicted": [class names]}``.
     """
     from crystaljax.pipeline import prepare_structures
     from crystaljax.prototypes import rhombohedral_path
 
+    if setting not in RH_SETTINGS:
+        raise ValueError(f"unknown setting {setting!r}; choose one of {RH_SETTINGS}")
     if fingerprint_fn is None:
         from crystaljax.fingerprint import make_fingerprint_fn
 
@@ -894,13 +935,16 @@ def rhombohedral_sweep(predict_fn: PredictFn, mus: Sequence[float], *, element="
     if progress:
         from tqdm.auto import tqdm
 
-        it = tqdm(mus, desc="rhombohedral clusters", unit="struct")
-    batch = prepare_structures([rhombohedral_path(m, element) for m in it], target=target)
+        it = tqdm(mus, desc=f"rhombohedral clusters ({setting})", unit="struct")
+    cells = [rhombohedral_path(m, element) for m in it]
+    if setting == "primitive":
+        cells = [rhombohedral_primitive(c) for c in cells]
+    batch = prepare_structures(cells, target=target)
     n = len(mus)
     fn = make_images_fn(fingerprint_fn, "displacement", 0, False)
     probs = predict_batches({"m": predict_fn}, fn, batch, defect_keys(0, "displacement", 0.0, np.arange(n)), 0.0,
                             np.zeros((n, 2), np.int32), batch_size)["m"]
-    return {"mu": mus, "element": str(element),
+    return {"mu": mus, "setting": setting, "element": str(element),
             "probabilities": {c: probs[:, k].astype(float).tolist() for k, c in enumerate(CLASSES)},
             "predicted": [CLASSES[k] for k in probs.argmax(-1)]}
 
@@ -966,24 +1010,30 @@ def plot_bcc_sc(res: Mapping, path) -> Path:
 
 
 def plot_rhombohedral(res: Mapping, special: Mapping[str, float], path) -> Path:
-    """Every class probability vs mu = c/a, with vertical markers at the special mu values; PNG."""
+    """Every class probability vs mu = c/a with vertical markers at the special mu values; PNG.
+
+    ``res``: one :func:`rhombohedral_sweep` result, or a mapping setting -> result (one panel each).
+    """
     import matplotlib
 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
-    mu = np.asarray(res["mu"])
-    fig, ax = plt.subplots(figsize=(7.0, 3.8), dpi=120)
-    for c in CLASSES:
-        ax.plot(mu, res["probabilities"][c], lw=1.5, label=c)
-    for name, m in special.items():
-        ax.axvline(m, color="k", ls=":", lw=1)
-        ax.text(m, 1.04, f"μ_{name}", ha="center", va="bottom", fontsize=8)
-    ax.set_xlabel("μ = c/a (hexagonal setting)")
-    ax.set_ylabel("classification probability")
-    ax.set_ylim(-0.03, 1.12)
-    ax.legend(fontsize=7, ncol=4, loc="center right")
-    ax.grid(alpha=0.3)
+    panels = {res.get("setting", ""): res} if "mu" in res else dict(res)
+    fig, axes = plt.subplots(len(panels), 1, figsize=(7.0, 3.4 * len(panels)), dpi=120, squeeze=False)
+    for ax, (setting, r) in zip(axes[:, 0], panels.items()):
+        mu = np.asarray(r["mu"])
+        for c in CLASSES:
+            ax.plot(mu, r["probabilities"][c], lw=1.5, label=c)
+        for name, m in special.items():
+            ax.axvline(m, color="k", ls=":", lw=1)
+            ax.text(m, 1.04, f"μ_{name}", ha="center", va="bottom", fontsize=8)
+        ax.set_xlabel("μ = c/a (hexagonal setting)")
+        ax.set_ylabel("classification probability")
+        ax.set_ylim(-0.03, 1.14)
+        ax.set_title(f"A_hR1_166_a ({r.get('element', '')}), {setting} cell", fontsize=9)
+        ax.legend(fontsize=7, ncol=4, loc="center right")
+        ax.grid(alpha=0.3)
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -1050,6 +1100,18 @@ def load_dataset(data: Mapping[str, Any], seed: int = 0) -> Dataset:
     return dataset.load(data["path"])
 
 
+def tagged_bcc(structures: Structure) -> np.ndarray:
+    """(N,) bool: clusters whose present atoms are exactly half tag 1 (a bcc body-centre sublattice).
+
+    Clusters built from a cell without the tags (e.g. a primitive cell from spglib) have none and
+    cannot be walked from bcc to sc by sublattice removal.
+    """
+    present = np.asarray(structures.mask) > 0.5
+    tagged = present & (np.asarray(structures.tags) == 1)
+    n, t = present.sum(-1), tagged.sum(-1)
+    return (t > 0) & (2 * t == n)
+
+
 def bcc_clusters(elements: Iterable, target: int = 250) -> Structure:
     """bcc prototype clusters (A_cI2_229_a, body centres tagged 1) for each element, batched."""
     from crystaljax.pipeline import prepare_structures
@@ -1065,6 +1127,6 @@ __all__ = [
     "predict_batches", "convnet_sweep", "convnet_defect_accuracy",
     "Supercells", "build_supercells", "defective_cells", "spacegroups", "SpglibSweep", "spglib_defect_accuracy",
     "table1", "table1_markdown", "plot_table1",
-    "bcc_sc_sweep", "rhombohedral_sweep", "class_windows", "plot_bcc_sc", "plot_rhombohedral",
-    "load_predictor", "default_model_dir", "load_dataset", "bcc_clusters",
+    "bcc_sc_sweep", "RH_SETTINGS", "rhombohedral_primitive", "rhombohedral_sweep", "class_windows", "plot_bcc_sc", "plot_rhombohedral",
+    "load_predictor", "default_model_dir", "load_dataset", "tagged_bcc", "bcc_clusters",
 ]

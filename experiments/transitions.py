@@ -7,10 +7,15 @@
 (a) bcc -> sc: 0, 10, ..., 100 % of the body-centre atoms (tag 1) of bcc clusters are removed
     (``defects.remove_sublattice``, several draws per structure); p(bcc) and p(sc) are reported as
     mean ± 1 std over structures and draws.  The structures are the data set's bcc test structures
-    (topped up with bcc prototypes of several elements when the split has few).
+    whose clusters carry the body-centre tags (``sweeps.tagged_bcc``; clusters built from a primitive
+    cell have none), topped up with bcc prototypes of several elements when there are few.
 (b) rhombohedral path: A_hR1_166_a (beta-Po) for mu = c/a from sqrt(3/8) to 5 sqrt(3/8); every class
     probability vs mu, the prediction at mu_bcc = sqrt(3/8), mu_sc = sqrt(3/2), mu_fcc = sqrt(6), and
-    the width in mu of the windows predicted bcc, sc and fcc around them.
+    the width in mu of the windows predicted bcc, sc and fcc around them.  The path cell is handed to
+    the pipeline in the 3-atom hexagonal setting and/or as the 1-atom primitive rhombohedral cell
+    (``rhombohedral.settings``): the symmetry-free standard cell keeps the lattice it is given, so
+    the two give differently oriented clusters (see ``crystaljax.sweeps.RH_SETTINGS``).
+    ``transitions.json`` holds ``rhombohedral.<setting>`` for each.
 
 Writes ``transitions.json``, ``bcc_sc.png``, ``rhombohedral.png`` and ``config_resolved.yaml`` into
 the output directory; logs to W&B with ``logger=wandb`` (offline by default).
@@ -67,6 +72,8 @@ def bcc_structures(cfg: DictConfig, bcfg: dict, smoke: bool):
         keep = np.asarray(ds.labels) == CLASSES.index("bcc")
         if source != "all":
             keep &= split == source
+        desc["dataset_bcc"] = int(keep.sum())
+        keep &= sweeps.tagged_bcc(ds.structures)  # clusters built from cells that carry the body-centre tags
         idx = np.flatnonzero(keep)
         if cap is not None:
             idx = idx[: int(cap)]
@@ -146,14 +153,19 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         special = {"bcc": MU_BCC, "sc": MU_SC, "fcc": MU_FCC}
         mus = np.linspace(lo, hi, n_points)
         mus = np.unique(np.concatenate([mus, [m for m in special.values() if lo <= m <= hi]]))
-        log.info("rhombohedral path: %d values of mu in [%.4f, %.4f]", len(mus), lo, hi)
-        rh = sweeps.rhombohedral_sweep(predictor, mus, element=rcfg.get("element", "Po"), fingerprint_fn=ffn,
-                                       target=int(cfg.cluster_target), batch_size=bs, progress=progress)
-        rh.update(sweeps.class_windows(rh["mu"], rh["predicted"], special))
-        rh["special_mu"] = {"bcc": "sqrt(3/8)", "sc": "sqrt(3/2)", "fcc": "sqrt(6)"}
-        for name, entry in rh["special"].items():
-            tracking.set_summary(run, {f"rhombohedral/{name}/width": entry["width"],
-                                       f"rhombohedral/{name}/correct": float(entry["predicted"] == name)})
+        settings = [str(x) for x in (rcfg.get("settings") or ["hexagonal"])]
+        log.info("rhombohedral path: %d values of mu in [%.4f, %.4f], settings %s", len(mus), lo, hi, settings)
+        rh = {}
+        for setting in settings:
+            r = sweeps.rhombohedral_sweep(predictor, mus, element=rcfg.get("element", "Po"), setting=setting,
+                                          fingerprint_fn=ffn, target=int(cfg.cluster_target), batch_size=bs,
+                                          progress=progress)
+            r.update(sweeps.class_windows(r["mu"], r["predicted"], special))
+            r["special_mu"] = {"bcc": "sqrt(3/8)", "sc": "sqrt(3/2)", "fcc": "sqrt(6)"}
+            rh[setting] = r
+            for name, entry in r["special"].items():
+                tracking.set_summary(run, {f"rhombohedral/{setting}/{name}/width": entry["width"],
+                                           f"rhombohedral/{setting}/{name}/correct": float(entry["predicted"] == name)})
         png_b = sweeps.plot_rhombohedral(rh, special, out / "rhombohedral.png")
         tracking.log_image(run, "bcc_sc", png_a, step=len(fractions))
         tracking.log_image(run, "rhombohedral", png_b, step=len(fractions))
@@ -169,7 +181,8 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         "tracking": info,
     }
     (out / "transitions.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
-    summary = {name: {"predicted": e["predicted"], "width": round(e["width"], 4)} for name, e in rh["special"].items()}
+    summary = {f"{setting}/{name}": {"predicted": e["predicted"], "width": round(e["width"], 4)}
+               for setting, r in rh.items() for name, e in r["special"].items()}
     log.info("transitions written to %s (%.1f s): %s", out, result["seconds"], summary)
     print(json.dumps({"out_dir": str(out), "special": summary,
                       "p_sc_at_100": bcc_sc["p_sc_mean"][-1], "p_bcc_at_0": bcc_sc["p_bcc_mean"][0]}))

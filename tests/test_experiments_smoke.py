@@ -64,9 +64,11 @@ def test_transitions_smoke(tmp_path, model_dir):
     assert a["fractions_removed"] == pytest.approx([0, 1 / 3, 2 / 3, 1])
     assert len(a["p_bcc_mean"]) == len(a["p_sc_std"]) == 4
     assert all(0.0 <= p <= 1.0 for p in a["p_bcc_mean"] + a["p_sc_mean"])
-    b = res["rhombohedral"]
-    assert len(b["mu"]) >= 24 and set(b["probabilities"]) == set(b["total_width"])
-    assert set(b["special"]) == {"bcc", "sc", "fcc"}
-    for entry in b["special"].values():
-        assert entry["predicted"] in b["probabilities"] and entry["width"] >= 0.0
-        assert entry["nearest_mu"] == pytest.approx(entry["mu"])  # the special points are on the grid
+    assert set(res["rhombohedral"]) == {"hexagonal", "primitive"}
+    for setting, b in res["rhombohedral"].items():
+        assert b["setting"] == setting
+        assert len(b["mu"]) >= 24 and set(b["probabilities"]) == set(b["total_width"])
+        assert set(b["special"]) == {"bcc", "sc", "fcc"}
+        for entry in b["special"].values():
+            assert entry["predicted"] in b["probabilities"] and entry["width"] >= 0.0
+            assert entry["nearest_mu"] == pytest.approx(entry["mu"])  # the special points are on the grid

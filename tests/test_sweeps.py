@@ -104,19 +104,28 @@ def test_draws_do_not_depend_on_the_batch(ds, test_idx):
     assert not np.array_equal(full.mask, other.mask)  # another seed, another draw
 
 
-def test_renormalize_after_full_sublattice_removal(ds):
-    bcc = np.flatnonzero(np.asarray(ds.labels) == CLASSES.index("bcc"))[:2]
-    out = sweeps.defect_batch(sweeps._take(ds.structures, bcc), "sublattice", 1.0, 0, bcc, renormalize=True)
+@pytest.fixture(scope="module")
+def bcc_batch():
+    """bcc prototype clusters (body centres tagged 1) of two elements."""
+    return sweeps.bcc_clusters(["Fe", "W"])
+
+
+def test_renormalize_after_full_sublattice_removal(bcc_batch):
+    assert sweeps.tagged_bcc(bcc_batch).all()
+    out = sweeps.defect_batch(bcc_batch, "sublattice", 1.0, 0, [0, 1], renormalize=True)
     from scipy.spatial import cKDTree
 
-    for k in range(len(bcc)):
+    for k in range(2):
         p = out.positions[k][out.mask[k] > 0]
-        assert len(p) == int(ds.structures.mask[bcc[k]].sum()) // 2
+        assert len(p) == int(bcc_batch.mask[k].sum()) // 2
         d, _ = cKDTree(p).query(p, k=2)
         assert abs(d[:, 1].mean() - 1.0) < 1e-5  # a proper sc cluster, unit nn distance
         # bcc nn = a sqrt(3)/2 -> sc nn = a: the physical scale grows by 2/sqrt(3)
-        ratio = out.nn_distance[k] / ds.structures.nn_distance[bcc[k]]
+        ratio = out.nn_distance[k] / bcc_batch.nn_distance[k]
         assert abs(ratio - 2 / np.sqrt(3)) < 1e-4
+    half = sweeps.defect_batch(bcc_batch, "sublattice", 0.5, 0, [0, 1])
+    n = bcc_batch.mask.sum(1)
+    np.testing.assert_array_equal(half.mask.sum(1), n - np.round(0.5 * n / 2))
 
 
 # ------------------------------------------------------------------ spglib
@@ -220,20 +229,34 @@ def wiring_fingerprint(s):
 
 
 @pytest.mark.parametrize("kind,level", [("vacancies", 0.3), ("displacement", 0.05), ("substitution", "ternary_0.5"),
-                                        ("sublattice", 1.0)])
-def test_sweep_images_are_of_the_defective_structures(ds, test_idx, kind, level):
-    batch = sweeps._take(ds.structures, test_idx)
-    value, n_new = sweeps._level_value(kind, level)
-    elements = sweeps.substitution_elements(ds, test_idx, 2)
-    fn = sweeps.make_images_fn(wiring_fingerprint, kind, n_new)
-    images = np.asarray(fn(sweeps.defect_keys(2, kind, level, test_idx), batch, jnp.float32(value),
-                           jnp.asarray(elements)))
-    defective = sweeps.defect_batch(batch, kind, level, 2, test_idx, elements=elements)
-    want = np.stack([np.asarray(wiring_fingerprint(sweeps._take(defective, k))) for k in range(len(test_idx))])
-    np.testing.assert_allclose(images, want, rtol=1e-6)
-    pristine = np.stack([np.asarray(wiring_fingerprint(sweeps._take(batch, k))) for k in range(len(test_idx))])
-    changed = np.any(np.abs(images - pristine) > 1e-6 * np.abs(pristine), axis=(1, 2, 3))
-    if kind == "sublattice":  # only the bcc structure has body-centre atoms
-        assert changed.tolist() == [CLASSES[c] == "bcc" for c in np.asarray(ds.labels)[test_idx]]
+                                        ("sublattice", 0.6)])
+def test_sweep_images_are_of_the_defective_structures(ds, test_idx, bcc_batch, kind, level):
+    if kind == "sublattice":
+        batch, idx = bcc_batch, np.arange(2)
     else:
-        assert changed.all()
+        batch, idx = sweeps._take(ds.structures, test_idx), test_idx
+    value, n_new = sweeps._level_value(kind, level)
+    elements = sweeps.substitution_elements(ds, test_idx, 2)[: len(idx)]
+    fn = sweeps.make_images_fn(wiring_fingerprint, kind, n_new)
+    images = np.asarray(fn(sweeps.defect_keys(2, kind, level, idx), batch, jnp.float32(value), jnp.asarray(elements)))
+    defective = sweeps.defect_batch(batch, kind, level, 2, idx, elements=elements)
+    want = np.stack([np.asarray(wiring_fingerprint(sweeps._take(defective, k))) for k in range(len(idx))])
+    np.testing.assert_allclose(images, want, rtol=1e-6)
+    pristine = np.stack([np.asarray(wiring_fingerprint(sweeps._take(batch, k))) for k in range(len(idx))])
+    assert np.all(np.any(np.abs(images - pristine) > 1e-6 * np.abs(pristine), axis=(1, 2, 3)))
+
+
+def test_rhombohedral_primitive_cell():
+    from crystaljax.prototypes import MU_BCC, MU_FCC, MU_SC, rhombohedral_path
+
+    from crystaljax.dataset import spacegroup_number
+
+    for mu, sg, angle in ((MU_SC, 221, 90.0), (MU_FCC, 225, 60.0), (MU_BCC, 229, 109.4712), (1.8, 166, None)):
+        hexa = rhombohedral_path(mu)
+        prim = sweeps.rhombohedral_primitive(hexa)
+        assert len(prim) == 1 and abs(prim.get_volume() * 3 - hexa.get_volume()) < 1e-8
+        par = prim.cell.cellpar()
+        assert np.allclose(par[:3], par[0]) and np.allclose(par[3:], par[3])
+        if angle is not None:
+            assert abs(par[3] - angle) < 1e-3
+        assert spacegroup_number(prim.cell.array, prim.get_scaled_positions(), prim.numbers, 1e-5) == sg
