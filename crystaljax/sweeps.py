@@ -20,7 +20,10 @@ by the same JAX functions to a PERIODIC supercell of the structure's conventiona
 to ~``target`` atoms by the cluster's replication rule (positions in physical Å, so a displacement
 sigma is physical Å there too).  ``spglib.get_symmetry_dataset`` is then run at each ``symprec``
 (Å); a structure counts as correct when the returned space group equals the parent's
-(``ds.meta['spacegroup']``; 166 or 194 for hex/rh).  spglib needs 0.03-0.7 s per defective
+(``ds.meta['spacegroup']``; 166 or 194 for hex/rh).  The comparison is of space-group TYPES, so a
+defect pattern that happens to keep the supercell's full point symmetry (e.g. a single vacancy in
+an sc supercell is again Pm-3m, 221) would count as correct; with random draws of >= 2 defects
+this is rare.  spglib needs 0.03-0.7 s per defective
 ~250-atom supercell, so the spglib set is usually a stratified subset (``n_per_class``) of the
 ConvNet set and can run in worker processes while the ConvNet sweep runs.
 
