@@ -53,7 +53,6 @@ from __future__ import annotations
 import functools
 import json
 import logging
-import math
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, NamedTuple, Sequence
 
@@ -366,39 +365,49 @@ def _probabilities_jit(graphdef):
     return jax.jit(f)
 
 
-def make_probability_fn(net: Net, fingerprint_fn: Callable) -> Callable:
-    """``fn(params, batch_stats, structure) -> probabilities (n_classes,)``: fingerprint + ConvNet, traceable."""
+OUTPUTS = ("probability", "logit")
+
+
+def make_probability_fn(net: Net, fingerprint_fn: Callable, output: str = "probability") -> Callable:
+    """``fn(params, batch_stats, structure) -> (n_classes,)``: fingerprint + ConvNet (eval mode), traceable.
+
+    output="probability": softmax probabilities; "logit": the logits (their gradients do not
+    vanish when the softmax saturates at p ~ 1, where d p / d x ~ p (1 - p) does).
+    """
+    _check_choice("output", output, OUTPUTS)
     graphdef = as_net(net).graphdef
 
     def fn(params, batch_stats, structure):
         image = fingerprint_fn(structure)
-        model = nnx.merge(graphdef, params, batch_stats)
-        return jax.nn.softmax(model(image[None], train=False), axis=-1)[0]
+        logits = nnx.merge(graphdef, params, batch_stats)(image[None], train=False)[0]
+        return jax.nn.softmax(logits) if output == "probability" else logits
 
     return fn
 
 
 @functools.lru_cache(maxsize=32)
-def _saliency_jit(graphdef, fingerprint_fn):
-    prob = make_probability_fn(Net(graphdef, None, None), fingerprint_fn)
+def _saliency_jit(graphdef, fingerprint_fn, output: str):
+    logit_fn = make_probability_fn(Net(graphdef, None, None), fingerprint_fn, "logit")
 
     def f(params, batch_stats, structure):
         def wrt(positions, mask):
-            return prob(params, batch_stats, structure._replace(positions=positions, mask=mask))
+            logits = logit_fn(params, batch_stats, structure._replace(positions=positions, mask=mask))
+            return (jax.nn.softmax(logits) if output == "probability" else logits), logits
 
-        p, vjp = jax.vjp(wrt, structure.positions, structure.mask.astype(structure.positions.dtype))
-        d_pos, d_mask = jax.vmap(vjp)(jnp.eye(p.shape[0], dtype=p.dtype))
-        return p, d_pos, d_mask
+        pos, mask = structure.positions, structure.mask.astype(structure.positions.dtype)
+        out, vjp, logits = jax.vjp(wrt, pos, mask, has_aux=True)
+        d_pos, d_mask = jax.vmap(vjp)(jnp.eye(out.shape[0], dtype=out.dtype))
+        return jax.nn.softmax(logits), d_pos, d_mask
 
     return jax.jit(f)
 
 
 class Saliency(NamedTuple):
-    """Gradients of every class probability for one structure.
+    """Gradients of every class output (probability or logit) for one structure.
 
-    probabilities: (n_classes,).
-    positions:     (n_classes, n_max, 3) d p / d positions, 1/Å of the scaled cluster.
-    occupancy:     (n_classes, n_max) d p / d mask (the atom's weight in the scattering sum).
+    probabilities: (n_classes,) the class probabilities (whatever output was differentiated).
+    positions:     (n_classes, n_max, 3) d output / d positions, 1/Å of the scaled cluster.
+    occupancy:     (n_classes, n_max) d output / d mask (the atom's weight in the scattering sum).
     """
 
     probabilities: Any
@@ -406,16 +415,17 @@ class Saliency(NamedTuple):
     occupancy: Any
 
 
-def saliency(net: Net, fingerprint_fn: Callable, structure: Structure) -> Saliency:
-    """All-class probabilities and their gradients w.r.t. positions and mask for one Structure.
+def saliency(net: Net, fingerprint_fn: Callable, structure: Structure, output: str = "probability") -> Saliency:
+    """All-class probabilities and the gradients of every class output w.r.t. positions and mask.
 
     fingerprint_fn: ``make_fingerprint_fn(...)`` (Structure -> (H, W, 3)); the model must take images
-    of that size.  One forward pass and n_classes reverse passes, jitted and cached per (model
-    graph, fingerprint_fn).
+    of that size.  output: "probability" (d p / d x) or "logit".  One forward pass and n_classes
+    reverse passes, jitted and cached per (model graph, fingerprint_fn, output).
     """
     net = as_net(net)
+    _check_choice("output", output, OUTPUTS)
     s = _as_structure(structure)
-    return Saliency(*_saliency_jit(net.graphdef, fingerprint_fn)(net.params, net.batch_stats, s))
+    return Saliency(*_saliency_jit(net.graphdef, fingerprint_fn, output)(net.params, net.batch_stats, s))
 
 
 @functools.lru_cache(maxsize=32)
@@ -540,9 +550,9 @@ def wavelength_derivative(structure: Structure, wavelength: float | None = None,
 # writers
 
 
-def write_saliency_extxyz(structure: Structure, saliency, path, *, gradient=None, arrays: Mapping[str, Any] | None = None,
-                          info: Mapping[str, Any] | None = None, include_masked: bool = False,
-                          physical: bool = False) -> Path:
+def write_saliency_extxyz(structure: Structure, saliency, path, *, gradient=None,
+                          arrays: Mapping[str, Any] | None = None, info: Mapping[str, Any] | None = None,
+                          include_masked: bool = False, physical: bool = False) -> Path:
     """Write one Structure as extended XYZ with a per-atom float array ``saliency`` (ASE/OVITO readable).
 
     saliency: (n_max,) per-atom values; gradient: optional (n_max, 3) written as ``saliency_grad``;
@@ -692,9 +702,10 @@ def plot_class_templates(templates, class_names: Sequence[str], path, *, counts=
 
 
 def plot_saliency(structure: Structure, saliency, path, *, title: str | None = None, label: str = "saliency",
-                  show_masked: bool = True) -> Path:
+                  show_masked: bool = True, highlight=None, highlight_label: str = "highlighted") -> Path:
     """3-D scatter PNG of the atoms coloured by a per-atom value (n_max,); removed atoms (mask 0,
-    numbers > 0) as small grey crosses if ``show_masked``.  Positions in Å of the scaled cluster."""
+    numbers > 0) as small grey crosses if ``show_masked``; present atoms where the boolean (n_max,)
+    ``highlight`` is true get a red ring.  Positions in Å of the scaled cluster."""
     pos = np.asarray(structure.positions, np.float64)
     mask = np.asarray(structure.mask) > 0.5
     real = np.asarray(structure.numbers) > 0
@@ -705,9 +716,17 @@ def plot_saliency(structure: Structure, saliency, path, *, title: str | None = N
     sc = ax.scatter(p[:, 0], p[:, 1], p[:, 2], c=vals[mask], cmap="viridis", s=18, depthshade=False,
                     edgecolors="none")
     gone = real & ~mask
+    legend = False
     if show_masked and gone.any():
         q = pos[gone]
         ax.scatter(q[:, 0], q[:, 1], q[:, 2], c="0.6", marker="x", s=8, depthshade=False, label="removed")
+        legend = True
+    if highlight is not None and (np.asarray(highlight, bool) & mask).any():
+        q = pos[np.asarray(highlight, bool) & mask]
+        ax.scatter(q[:, 0], q[:, 1], q[:, 2], facecolors="none", edgecolors="red", s=60, linewidths=0.8,
+                   depthshade=False, label=highlight_label)
+        legend = True
+    if legend:
         ax.legend(loc="upper left", fontsize=7)
     fig.colorbar(sc, ax=ax, shrink=0.7, pad=0.12, label=label)
     ax.set_xlabel("x (Å)")
@@ -801,11 +820,12 @@ def class_examples(class_name: str, n: int, seed: int = 0) -> list:
     """``n`` pristine periodic structures of a class (``ase.Atoms``): the representative first, then
     spglib-checked random draws of the class's prototypes (random element and free parameters)."""
     from crystaljax import dataset
+    from crystaljax.prototypes import atomic_number
 
     out = [representative_atoms(class_name)][: max(n, 0)]
     rng = np.random.default_rng([int(seed), dataset.CLASSES.index(class_name)])
     names = dataset.CLASS_PROTOTYPES[class_name]
-    elements = dataset.default_elements()
+    elements = [atomic_number(e) for e in dataset.default_elements()]
     tries = 0
     while len(out) < n and tries < 50 * n:
         tries += 1
@@ -862,11 +882,12 @@ def explain_file(path, out_dir, model_dir=None, *, index=":", target: int = 250,
         probs = np.asarray(sal.probabilities)
         pred = int(np.argmax(probs))
         maps = attentive_response_maps(net, image, layers, k, rule=rule, select=select)
+        label = f"{Path(path).name} {tag.rstrip('_')}".strip()
         files = {
-            "fingerprint": plot_fingerprint(image, out / f"{tag}fingerprint.png", title=f"{Path(path).name} {tag.rstrip('_')}"),
+            "fingerprint": plot_fingerprint(image, out / f"{tag}fingerprint.png", title=label),
             "response_maps": plot_response_maps(
                 maps, out / f"{tag}response_maps.png", image=image,
-                title=f"{Path(path).name} {tag.rstrip('_')}: attentive response maps (predicted {classes[pred]}, p={probs[pred]:.3f})"),
+                title=f"{label}: attentive response maps (predicted {classes[pred]}, p={probs[pred]:.3f})"),
         }
         own = np.asarray(image_template(net, image, rule=rule, select=select, k=k))
         if pred not in reference_templates and classes[pred] in REPRESENTATIVES:
@@ -901,7 +922,8 @@ def explain_file(path, out_dir, model_dir=None, *, index=":", target: int = 250,
 __all__ = [
     "LAYERS", "TOP_K", "RULES", "REPRESENTATIVES", "Net", "as_net", "n_conv_layers", "conv_features",
     "filter_scores", "top_filters", "backproject", "ResponseMaps", "response_maps", "attentive_response_maps",
-    "image_template", "class_templates", "class_probabilities", "make_probability_fn", "Saliency", "saliency",
+    "image_template", "class_templates", "class_probabilities", "OUTPUTS", "make_probability_fn", "Saliency",
+    "saliency",
     "probability_saliency", "occupancy_saliency", "atom_saliency", "fingerprint_sensitivity",
     "wavelength_derivative", "write_saliency_extxyz", "plot_response_maps", "plot_class_templates",
     "plot_saliency", "plot_fingerprint", "load_net", "fingerprint_configs", "cached_fingerprint_fn",

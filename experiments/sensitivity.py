@@ -8,7 +8,8 @@
     growing fraction of its body-centre atoms (0 -> 100 %: bcc -> sc).  For each fraction: p(bcc),
     p(sc), and per atom |d p / d x_j| (which atoms drive the decision) and d p / d w_j (w = the
     atom's weight in the scattering sum: what removing a present atom, or restoring a removed
-    one, would do).  Writes ``sublattice/bcc_remove_<pct>.extxyz`` (every site, arrays
+    one, would do).  ``sublattice.output=logit`` differentiates the logits instead (p saturates at
+    ~1 far from the transition, and with it d p / d x ~ p (1 - p)).  Writes ``sublattice/bcc_remove_<pct>.extxyz`` (every site, arrays
     ``saliency_<class>``, ``grad_<class>``, ``occupancy_<class>``, ``present``; open in OVITO and
     filter on ``present``), ``sublattice/saliency_<class>_<pct>.png`` and ``sublattice.png``.
 
@@ -70,6 +71,8 @@ def sublattice_part(opts: dict, net, fp_fn, model_classes, key, out: Path, run, 
     from crystaljax.structure import index
 
     classes = [c for c in opts["classes"]]
+    output = str(opts.get("output", "probability"))
+    q = "p" if output == "probability" else "logit"
     missing = [c for c in classes if c not in model_classes]
     if missing:
         raise ValueError(f"classes {missing} are not outputs of the model {model_classes}")
@@ -85,7 +88,7 @@ def sublattice_part(opts: dict, net, fp_fn, model_classes, key, out: Path, run, 
         present = np.asarray(s.mask) > 0.5
         corner, body = real & present & (tags != 1), real & present & (tags == 1)
         removed = real & ~present
-        sal = ex.saliency(net, fp_fn, s)
+        sal = ex.saliency(net, fp_fn, s, output=output)
         probs = np.asarray(sal.probabilities)
         pct = int(round(100 * fraction))
         row = {"fraction": fraction, "n_present": int(present.sum()), "n_body_centre": int(body.sum()),
@@ -107,13 +110,14 @@ def sublattice_part(opts: dict, net, fp_fn, model_classes, key, out: Path, run, 
             }
             arrays[f"saliency_{c}"], arrays[f"grad_{c}"], arrays[f"occupancy_{c}"] = per_atom, grad, occ
             png = ex.plot_saliency(s, per_atom, out / f"saliency_{c}_{pct:03d}.png",
-                                   title=f"bcc, {pct}% body centres removed: |d p({c}) / d x| "
-                                         f"(p={probs[ci]:.2f})", label=f"|dp({c})/dx| (1/Å, scaled)")
+                                   title=f"bcc, {pct}% body centres removed: |d {q}({c}) / d x| "
+                                         f"(p={probs[ci]:.2f})", label=f"|d{q}({c})/dx| (1/Å, scaled)",
+                                   highlight=body, highlight_label="body centres")
             figures.append(png)
         first = classes[0]
         ex.write_saliency_extxyz(s, arrays[f"saliency_{first}"], out / f"bcc_remove_{pct:03d}.extxyz",
                                  arrays=arrays, include_masked=True,
-                                 info={"fraction_removed": fraction, "saliency_of": first,
+                                 info={"fraction_removed": fraction, "saliency_of": f"{q}({first})",
                                        **{f"p_{c}": float(probs[model_classes.index(c)]) for c in classes}})
         tracking.log(run, {"sublattice/fraction": fraction,
                            **{f"sublattice/p_{c}": float(probs[model_classes.index(c)]) for c in classes},
@@ -123,11 +127,11 @@ def sublattice_part(opts: dict, net, fp_fn, model_classes, key, out: Path, run, 
                  {c: round(float(probs[model_classes.index(c)]), 3) for c in classes},
                  {c: round(row["saliency"][c]["body_centre_share"], 3) for c in classes})
         rows.append(row)
-    figures.append(plot_sublattice(rows, classes, out.parent / "sublattice.png"))
+    figures.append(plot_sublattice(rows, classes, out.parent / "sublattice.png", q))
     return rows, figures
 
 
-def plot_sublattice(rows: list, classes: list, path: Path) -> Path:
+def plot_sublattice(rows: list, classes: list, path: Path, q: str = "p") -> Path:
     from matplotlib.figure import Figure
 
     f = np.array([r["fraction"] for r in rows]) * 100
@@ -142,8 +146,8 @@ def plot_sublattice(rows: list, classes: list, path: Path) -> Path:
         ax[2].plot(f, [r["saliency"][c]["occupancy_removed_body"]["mean"] for r in rows], "x:",
                    label=f"{c}: removed body centres")
     ax[0].set_ylabel("probability")
-    ax[1].set_ylabel("mean |d p / d x_j| (1/Å, scaled)")
-    ax[2].set_ylabel("mean d p / d w_j")
+    ax[1].set_ylabel(f"mean |d {q} / d x_j| (1/Å, scaled)")
+    ax[2].set_ylabel(f"mean d {q} / d w_j")
     ax[2].axhline(0.0, color="0.7", lw=0.8)
     for a in ax:
         a.set_xlabel("body-centre atoms removed (%)")
@@ -165,6 +169,7 @@ def displacement_part(opts: dict, net, fp_fn, model_classes, key, configs, run, 
 
     det, beam, fpc = configs
     shake = jax.jit(displace)
+    key, k_probes = jax.random.split(key)
     method, n_probes = str(opts["method"]), int(opts["n_probes"])
     sigmas = [float(x) for x in opts["sigmas"]]
     result = {}
@@ -178,8 +183,8 @@ def displacement_part(opts: dict, net, fp_fn, model_classes, key, configs, run, 
         for gi, sigma in enumerate(sigmas):
             samples = []
             for n in range(int(opts["n_samples"])):
-                k = jax.random.fold_in(jax.random.fold_in(jax.random.fold_in(key, si), gi), n)
-                k_disp, k_probe = jax.random.split(k)
+                k_disp = jax.random.fold_in(jax.random.fold_in(jax.random.fold_in(key, si), gi), n)
+                k_probe = jax.random.fold_in(k_probes, si)  # common random probes across sigmas
                 s = jax.tree.map(np.asarray, shake(k_disp, s0, np.float32(sigma)))
                 sens = np.asarray(ex.fingerprint_sensitivity(fp_fn, s, method=method, key=k_probe, n_probes=n_probes))
                 image = ex.fingerprint(fp_fn, s)
@@ -221,11 +226,11 @@ def plot_displacement(result: dict, path: Path) -> Path:
                        yerr=[x["sensitivity_mean_std"] for x in r["rows"]], marker="o", capsize=2, label=cls)
         ax[1].errorbar(sig, [x["delta_fingerprint"] for x in r["rows"]],
                        yerr=[x["delta_fingerprint_std"] for x in r["rows"]], marker="o", capsize=2, label=cls)
-        ax[2].errorbar(sig, [x["p_true"] for x in r["rows"]], yerr=[x["p_true_std"] for x in r["rows"]],
-                       marker="o", capsize=2, label=cls)
+        ax[2].plot(sig, [max(1.0 - x["p_true"], 1e-9) for x in r["rows"]], marker="o", label=cls)
     ax[0].set_ylabel("mean per-atom ||d fp / d x_j|| (per scaled Å)")
     ax[1].set_ylabel("||fp(sigma) - fp(0)||")
-    ax[2].set_ylabel("p(true class)")
+    ax[2].set_ylabel("1 - p(true class)")
+    ax[2].set_yscale("log")
     for a in ax:
         a.set_xlabel("displacement sigma (Å)")
         a.legend(fontsize=7)
@@ -279,8 +284,10 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     summary = {
         "command": command, "smoke": smoke, "model": card.get("path", "fresh"),
         "fresh_model": bool(card.get("fresh", False)),
-        "units": {"saliency": "d p / d x in 1/Å of the scaled cluster (nn distance 1 Å)",
-                  "occupancy": "d p / d w, w the atom's weight in the scattering sum (1 = present)",
+        "units": {"saliency": f"|d {sub_opts.get('output', 'probability')} / d x| in 1/Å of the scaled cluster "
+                              "(nn distance 1 Å)",
+                  "occupancy": f"d {sub_opts.get('output', 'probability')} / d w, w the atom's weight in the "
+                               "scattering sum (1 = present)",
                   "sensitivity": "||d fingerprint / d x_j||_F per Å of the scaled cluster",
                   "wavelength_derivative_norm": "||d fingerprint / d lambda|| per pm",
                   "sigma": "physical Å"},

@@ -30,8 +30,22 @@ FILTERS = (6, 6, 5, 5, 4, 4)
 
 @pytest.fixture(scope="module")
 def net():
-    model = ConvNet(n_classes=7, filters=FILTERS, kernel=3, dense=8, image_size=16, rngs=nnx.Rngs(3))
-    return ex.as_net(model)
+    """A tiny ConvNet (same layer pattern as Table 2) with NumPy-drawn weights (no JAX init to compile)."""
+    abstract = nnx.eval_shape(lambda: ConvNet(n_classes=7, filters=FILTERS, kernel=3, dense=8, image_size=16,
+                                              rngs=nnx.Rngs(0)))
+    graphdef, params, rest = nnx.split(abstract, nnx.Param, ...)
+    rng = np.random.default_rng(3)
+
+    def draw(path, x):
+        name = str(path[-1].key)
+        if name == "kernel":
+            return jnp.asarray(rng.normal(size=x.shape) / np.sqrt(np.prod(x.shape[:-1])), jnp.float32)
+        if name == "bias" and path[0].key != "bn":
+            return jnp.asarray(0.05 * rng.normal(size=x.shape), jnp.float32)
+        return jnp.ones(x.shape, jnp.float32) if name in ("scale", "var") else jnp.zeros(x.shape, jnp.float32)
+
+    fill = lambda tree: jax.tree_util.tree_map_with_path(draw, nnx.to_pure_dict(tree))  # noqa: E731
+    return ex.Net(graphdef, fill(params), fill(rest))
 
 
 @pytest.fixture(scope="module")
@@ -203,7 +217,8 @@ def test_gradient_rule_is_the_vjp_and_linear(net, image, layer):
     np.testing.assert_allclose(got[2], 2.0 * got[0] - 3.0 * got[1], atol=1e-5 * scale)
 
 
-@pytest.mark.parametrize("rule,layer", [("deconvnet", 0), ("deconvnet", 1), ("guided", 1), ("guided", 2), ("guided", 5)])
+@pytest.mark.parametrize("rule,layer",
+                         [("deconvnet", 0), ("deconvnet", 1), ("guided", 1), ("guided", 2), ("guided", 5)])
 def test_backprojection_matches_numpy_deconvnet(net, image, rule, layer):
     """Transposed convolutions, un-pooling through the max switches and the backward ReLU, written in NumPy."""
     feats = np.asarray(ex.conv_features(net, jnp.asarray(image)[None], layer)[0])
@@ -299,6 +314,21 @@ def test_masked_atoms_have_zero_saliency(net, fp_fn, structure):
     assert np.all(sens[gone] == 0) and np.all(sens[~gone] > 0)
 
 
+def test_logit_saliency_obeys_the_softmax_chain_rule(net, fp_fn, structure):
+    """d p_c = p_c (d l_c - sum_k p_k d l_k): the probability and logit Jacobians must agree."""
+    sp = ex.saliency(net, fp_fn, structure)
+    sl = ex.saliency(net, fp_fn, structure, output="logit")
+    p = np.asarray(sl.probabilities, np.float64)
+    np.testing.assert_allclose(p, np.asarray(sp.probabilities), rtol=1e-6)
+    for field in ("positions", "occupancy"):
+        dl = np.asarray(getattr(sl, field), np.float64)
+        want = p.reshape((-1,) + (1,) * (dl.ndim - 1)) * (dl - np.tensordot(p, dl, axes=1)[None])
+        got = np.asarray(getattr(sp, field))
+        np.testing.assert_allclose(got, want, atol=1e-5 * np.abs(want).max())
+    with pytest.raises(ValueError, match="unknown output"):
+        ex.saliency(net, fp_fn, structure, output="loss")
+
+
 def test_fingerprint_sensitivity_exact_and_hutchinson(fp_fn, structure):
     with jax.enable_x64(True):
         fn64 = make_fingerprint_fn(TINY_DET)
@@ -375,7 +405,7 @@ def test_plots_write_pngs(net, image, structure, tmp_path):
         ex.plot_class_templates(np.random.default_rng(0).random((3, 16, 16, 3)), ["a", "b", "c"],
                                 tmp_path / "templates.png", counts=[1, 2, 3]),
         ex.plot_saliency(structure._replace(mask=np.where(np.arange(32) == 1, 0.0, structure.mask)),
-                         np.linspace(0, 1, 32), tmp_path / "sal.png", title="s"),
+                         np.linspace(0, 1, 32), tmp_path / "sal.png", title="s", highlight=np.arange(32) % 3 == 0),
         ex.plot_fingerprint(image, tmp_path / "fp.png"),
     ]
     for p in paths:
