@@ -1,0 +1,386 @@
+"""Symmetry-free lattice finder and standard orientation for FINITE structures (host side, NumPy/SciPy/ASE).
+
+The fingerprint is not rotation invariant.  Periodic input is oriented by :func:`crystaljax.cell.standard_cell`;
+finite input (atom-probe reconstructions, nanoparticles, clusters cut from MD) has no cell, so
+:func:`estimate_lattice` finds the dominant crystal lattice from the positions alone and :func:`orient_finite`
+rotates the atoms so that this lattice sits in the orientation :func:`crystaljax.cell.standard_orientation`
+(= the one ``standard_cell`` gives the periodic primitive cell) prescribes.
+
+Method of :func:`estimate_lattice` (all lengths in units of the median nearest-neighbour distance ``nn``):
+
+1. core = the ``max_atoms`` atoms nearest the centroid; seeds = the 32 most central ones.
+2. candidates = peaks of the seed -> atom difference vectors up to 2.6 nn (3.6 nn on a second try), found
+   as local maxima of the number of difference vectors within ``tolerance`` (one vector of each +-t pair).
+3. score(t) = fraction of the *eligible* core atoms i that have an atom within ``tolerance`` of x_i + t;
+   x_i + t is eligible when it lies inside the fragment (at least half as many atoms within 1.5 nn as
+   around a central atom), so surface atoms do not penalise long vectors.  A lattice translation scores
+   the site occupancy times the fraction of pairs within tolerance under the noise (~1 for a perfect
+   crystal, ~0.6 with 40 % vacancies); an intra-basis vector scores at most (m - 1) / m of that for m atoms
+   per primitive cell (1/2 for diamond, hcp, beta-Sn; 2/3 for the collinear 3-atom basis of alpha-Sm).
+   Each t is refined twice by the mean offset of its matches.
+4. keep t with score >= ``KEEP_FRACTION`` (0.8) x the best score (best >= ``MIN_SCORE`` = 0.25, else None).
+5. basis = the three shortest linearly independent kept vectors; accepted when every kept vector is an
+   integer combination of it and every combination n . B with n in {-1, 0, 1}^3 also scores as a lattice
+   vector (rejects a spurious basis vector; a missed short vector is recovered by reducing a non-integer
+   kept vector modulo the basis).  The basis is then least-squares refined on all kept vectors and
+   Niggli-reduced.
+
+Chemistry is ignored (positions only), so random substitutions do not matter, while an ORDERED compound
+gives the lattice of its positions (e.g. the bcc lattice of CsCl-type positions).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from crystaljax.errors import StructureError
+
+#: A candidate translation is kept when its score is at least this fraction of the best score.
+KEEP_FRACTION = 0.8
+#: Below this best score (fraction of matched atoms) the input is called non-crystalline.
+MIN_SCORE = 0.25
+#: Fewer atoms than this: no lattice is estimated.
+MIN_ATOMS = 16
+#: Number of central atoms whose difference vectors generate the candidates.
+N_SEEDS = 32
+#: Candidate search radii (units of nn), tried in turn until a consistent basis is found.
+SEARCH_RADII = (2.6, 3.6)
+#: Radius (units of nn) of the neighbour count deciding whether a point lies inside the fragment.
+INSIDE_RADIUS = 1.5
+#: A point is inside when its neighbour count is at least this fraction of that around a central atom.
+INSIDE_FRACTION = 0.5
+#: Niggli tolerance (ase ``epsfactor``) for orienting an estimated, hence slightly noisy, lattice.
+ORIENT_EPSFACTOR = 1e-3
+# A fixed generic direction used to keep one vector of each +-t pair.
+_HALF = np.array([0.5377, 0.7103, 0.4542])
+
+
+# ----------------------------------------------------------------------------------------------- scoring
+
+
+class _Scorer:
+    """Scores candidate translations t against a core of a finite point set (all in Å)."""
+
+    def __init__(self, positions: np.ndarray, core: np.ndarray, seeds: np.ndarray, nn: float, tol: float):
+        from scipy.spatial import cKDTree
+
+        self.pos = positions
+        self.tree = cKDTree(positions)
+        self.core = core
+        self.nn = nn
+        self.tol = tol * nn
+        self.r_in = INSIDE_RADIUS * nn
+        ref = self.tree.query_ball_point(seeds, self.r_in, return_length=True)
+        self.min_count = INSIDE_FRACTION * float(np.median(ref))
+        self.min_eligible = max(10, int(0.25 * len(core)))
+
+    def __call__(self, T: np.ndarray, refine: int = 2) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(refined T (K, 3) Å, score (K,), valid (K,) bool) for candidate translations T (K, 3) Å.
+
+        ``valid`` is False when fewer than ``min_eligible`` core atoms have x_i + t inside the fragment
+        (score 0 then) or when |t| < 0.5 nn (an atom would match itself).
+        """
+        T = np.asarray(T, dtype=np.float64).reshape(-1, 3)
+        n = len(self.core)
+        Q = self.core[None, :, :] + T[:, None, :]
+        cnt = self.tree.query_ball_point(Q.reshape(-1, 3), self.r_in, return_length=True).reshape(len(T), n)
+        elig = cnt >= self.min_count
+        n_elig = elig.sum(axis=1)
+        for it in range(refine + 1):
+            Q = self.core[None, :, :] + T[:, None, :]
+            tol = self.tol * (1.5 if it == 0 and refine else 1.0)
+            d, j = self.tree.query(Q.reshape(-1, 3), distance_upper_bound=tol)
+            matched = (np.isfinite(d).reshape(len(T), n)) & elig
+            if it == refine:
+                break
+            j = np.where(np.isfinite(d), j, 0)
+            resid = (self.pos[j].reshape(len(T), n, 3) - Q) * matched[..., None]
+            m = np.maximum(matched.sum(axis=1), 1)
+            T = T + resid.sum(axis=1) / m[:, None]
+        valid = (n_elig >= self.min_eligible) & (np.linalg.norm(T, axis=1) > 0.5 * self.nn)
+        score = np.where(valid, matched.sum(axis=1) / np.maximum(n_elig, 1), 0.0)
+        return T, score, valid
+
+
+def _candidates(scorer: _Scorer, seeds: np.ndarray, radius: float) -> np.ndarray:
+    """Peaks (K, 3) Å of the seed -> atom difference vectors shorter than ``radius`` Å, one of each +-pair."""
+    from scipy.spatial import cKDTree
+
+    i, j, dist = _pairs(seeds, scorer.tree, radius)
+    D = scorer.pos[j] - seeds[i]
+    D = D[(dist > 0.5 * scorer.nn) & (D @ _HALF > -scorer.tol)]
+    if len(D) == 0:
+        return D.reshape(0, 3)
+    tD = cKDTree(D)
+    cnt = tD.query_ball_point(D, scorer.tol, return_length=True)
+    pairs = tD.query_pairs(scorer.tol, output_type="ndarray")
+    peak = np.ones(len(D), dtype=bool)
+    if len(pairs):
+        p, q = pairs[:, 0], pairs[:, 1]  # p < q: on equal counts the lower index wins
+        loser = np.where(cnt[p] >= cnt[q], q, p)
+        peak[loser] = False
+    keep = peak & (cnt >= max(3, 0.2 * cnt.max()))
+    return D[keep]
+
+
+def _pairs(a: np.ndarray, tree, radius: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(i, j, distance) for all points a[i], tree point j closer than ``radius``."""
+    from scipy.spatial import cKDTree
+
+    sdm = cKDTree(a).sparse_distance_matrix(tree, radius, output_type="ndarray")
+    return sdm["i"], sdm["j"], sdm["v"]
+
+
+def _lattice_level(score: np.ndarray) -> float:
+    """Typical score of a lattice translation: median of the scores >= 0.75 x the best one.
+
+    Robust to the binomial scatter of single scores (the maximum over many candidates is biased upward).
+    """
+    top = score[score >= 0.75 * score.max()]
+    return float(np.median(top))
+
+
+def _dedupe(T: np.ndarray, score: np.ndarray, tol: float) -> tuple[np.ndarray, np.ndarray]:
+    """Merge vectors that coincide (or are opposite) within ``tol`` Å; the higher score wins."""
+    order = np.argsort(-score, kind="stable")
+    T, score = T[order], score[order]
+    dist = np.minimum(
+        np.linalg.norm(T[:, None] - T[None], axis=-1), np.linalg.norm(T[:, None] + T[None], axis=-1)
+    )
+    dup = np.triu(dist < tol, k=1).any(axis=0)
+    return T[~dup], score[~dup]
+
+
+# ----------------------------------------------------------------------------------------------- basis
+
+
+def _check_combos() -> np.ndarray:
+    """n in {-1, 0, 1}^3 (one of each +-n) and 2 e_i: (16, 3) float."""
+    r = np.arange(-1, 2)
+    n = np.stack(np.meshgrid(r, r, r, indexing="ij"), -1).reshape(-1, 3)
+    lead = n[np.arange(len(n)), np.argmax(n != 0, axis=1)]  # first non-zero entry (0 for n = 0)
+    return np.concatenate([n[lead > 0], 2 * np.eye(3, dtype=np.int64)]).astype(np.float64)
+
+
+#: Combinations n . B that must score as lattice translations for a basis B to be accepted.  2 e_i rejects
+#: a basis vector that maps 2 of 3 sublattices onto each other (collinear basis of alpha-Sm); odd n reject
+#: an intra-basis vector such as diamond's (1/4, 1/4, 1/4).
+_COMBOS = _check_combos()
+#: Fraction of the (eligible) combinations that must reach the keep threshold.
+CONSISTENCY = 0.8
+#: At most this many of the shortest kept translations, and this many bases, are tried.
+_MAX_VECTORS, _MAX_TRIALS = 12, 40
+
+
+def _pool(T: np.ndarray, tol: float) -> np.ndarray:
+    """The vectors of T (sorted by length) that are not +-u +- w of two earlier ones (u = w allowed), capped.
+
+    The pool generates the same lattice as T (each dropped vector is a sum of earlier ones), and it keeps
+    the successive minima (a vector sum of two strictly shorter ones lies in their span), which form a
+    basis in 3-D.  Cuts e.g. the many in-plane vectors of a long-c hexagonal cell.
+    """
+    from scipy.spatial import cKDTree
+
+    K = len(T)
+    u, w = np.triu_indices(K)
+    S = np.concatenate([T[u] + T[w], T[u] - T[w]])
+    later = np.concatenate([w, w])  # index of the later of the two summands
+    d, v = cKDTree(np.concatenate([T, -T])).query(S, distance_upper_bound=tol)
+    hit = np.isfinite(d)
+    v = np.where(hit, v % max(K, 1), 0)
+    drop = np.zeros(K, dtype=bool)
+    drop[v[hit & (later < v)]] = True
+    return T[~drop][:_MAX_VECTORS]
+
+
+def _consistent(scorer: _Scorer, B: np.ndarray, thr: float) -> bool:
+    """Do the combinations n . B (``_COMBOS``) score as lattice translations (>= ``CONSISTENCY`` of them)?"""
+    _, s, valid = scorer(_COMBOS @ B, refine=0)
+    if valid.sum() < 6:
+        return False
+    return float(np.mean(s[valid] >= thr)) >= CONSISTENCY
+
+
+def _fit_basis(scorer: _Scorer, T: np.ndarray, thr: float) -> np.ndarray | None:
+    """A primitive basis (3, 3) Å of the lattice of the kept translations T (K, 3) Å, or None.
+
+    Bases from triples of the shortest kept vectors are tried in order of increasing cell volume; the first
+    one whose combinations score as lattice translations is taken (a triple containing a spurious vector
+    spans a finer lattice, so it comes first and fails).  If a half of a basis combination is a lattice
+    translation too (a short vector was missed), the basis is halved.  Finally least-squares refined on all
+    kept vectors on its lattice.
+    """
+    from itertools import combinations
+
+    T = _pool(T[np.argsort(np.linalg.norm(T, axis=1), kind="stable")], scorer.tol)
+    if len(T) < 3:
+        return None
+    idx = np.array(list(combinations(range(len(T)), 3)))
+    trip = T[idx]  # (M, 3, 3)
+    vol = np.abs(np.linalg.det(trip))
+    lens = np.linalg.norm(trip, axis=2)
+    ok = vol > 0.2 * lens.prod(axis=1)  # not nearly coplanar
+    trip, vol = trip[ok], vol[ok]
+    B = None
+    for k in np.argsort(vol, kind="stable")[:_MAX_TRIALS]:
+        if _consistent(scorer, trip[k], thr):
+            B = trip[k]
+            break
+    if B is None:
+        return None
+    halves = np.array([n for n in np.ndindex(2, 2, 2) if any(n)], dtype=np.float64)  # (7, 3)
+    for _ in range(3):  # a missed short vector: B spans a sublattice of index 2
+        H = 0.5 * halves @ B
+        _, s_h, _ = scorer(H, refine=0)
+        for h, n, s in zip(H, halves, s_h):
+            if s < thr:
+                continue
+            B2 = B.copy()
+            B2[int(np.flatnonzero(n)[0])] = h
+            if _consistent(scorer, B2, thr):
+                B = B2
+                break
+        else:
+            break
+    N = np.rint(T @ np.linalg.inv(B))
+    on = np.linalg.norm(T - N @ B, axis=1) <= scorer.tol
+    B_ref, *_ = np.linalg.lstsq(np.concatenate([N[on], np.eye(3)]), np.concatenate([T[on], B]), rcond=None)
+    if not np.all(np.isfinite(B_ref)) or abs(np.linalg.det(B_ref) / np.linalg.det(B) - 1) > 0.1:
+        return B  # pragma: no cover - safety net
+    return B_ref
+
+
+def _niggli_basis(B: np.ndarray) -> np.ndarray:
+    """Niggli-reduced, right-handed basis (rows, Å) of the lattice spanned by the rows of B."""
+    from ase.build.tools import niggli_reduce_cell
+
+    _, C = niggli_reduce_cell(B)
+    M = np.asarray(C, dtype=np.int64).T
+    out = M @ B
+    return -out if np.linalg.det(out) < 0 else out
+
+
+# ----------------------------------------------------------------------------------------------- public API
+
+
+def estimate_lattice(positions, *, max_atoms: int = 300, tolerance: float = 0.2) -> np.ndarray | None:
+    """Primitive lattice (3, 3) Å of the dominant crystal in a finite fragment, or None.
+
+    ``positions``: (N, 3) Cartesian coordinates in Å; noise, vacancies and substitutions allowed (species
+    are not used).  ``max_atoms``: size of the core (atoms nearest the centroid) whose translations are
+    tested.  ``tolerance``: match radius as a fraction of the median nearest-neighbour distance.
+
+    Returns the rows = three shortest independent lattice translations (Niggli-reduced, right-handed), in
+    the frame of ``positions``; None for fewer than ``MIN_ATOMS`` atoms, non-crystalline input or a
+    fragment too thin to show three independent translations.  See the module docstring for the method.
+    """
+    from scipy.spatial import cKDTree
+
+    pos = np.asarray(positions, dtype=np.float64).reshape(-1, 3)
+    if len(pos) < MIN_ATOMS or not np.all(np.isfinite(pos)):
+        return None
+    r = np.linalg.norm(pos - pos.mean(axis=0), axis=1)
+    order = np.argsort(r, kind="stable")
+    core = pos[order[: max(int(max_atoms), MIN_ATOMS)]]
+    seeds = pos[order[: min(N_SEEDS, len(core))]]
+    nn = _nn_distance(pos, core)
+    if not nn > 0:
+        return None
+    scorer = _Scorer(pos, core, seeds, nn, float(tolerance))
+    for radius in SEARCH_RADII:
+        T0 = _candidates(scorer, seeds, radius * nn)
+        if len(T0) < 3:
+            continue
+        T, score, valid = scorer(T0)
+        T, score = _dedupe(T[valid], score[valid], scorer.tol)
+        if len(T) < 3:
+            continue
+        level = _lattice_level(score)
+        if level < MIN_SCORE:
+            return None
+        thr = KEEP_FRACTION * level
+        keep = score >= thr
+        B = _fit_basis(scorer, T[keep], thr)
+        if B is not None:
+            return _niggli_basis(B)
+    return None
+
+
+def _nn_distance(pos: np.ndarray, core: np.ndarray) -> float:
+    """Typical nearest-neighbour distance (Å): median of the core's pair distances below 1.2 x a running
+    estimate, started from the median nearest-neighbour distance (less biased low by noise than that)."""
+    from scipy.spatial import cKDTree
+
+    tree = cKDTree(pos)
+    d, _ = tree.query(core, k=2)
+    nn = float(np.median(d[:, 1]))
+    if not nn > 0:
+        return 0.0
+    ctree = cKDTree(core)
+    for _ in range(2):
+        v = ctree.sparse_distance_matrix(tree, 1.2 * nn, output_type="ndarray")["v"]
+        v = v[v > 0.3 * nn]
+        if len(v) == 0:
+            break
+        nn = float(np.median(v))
+    return nn
+
+
+def _core_indices(positions: np.ndarray, target: int) -> np.ndarray:
+    """Sorted indices of the ``target`` atoms nearest the centroid, plus any tied with the last one."""
+    r = np.linalg.norm(positions - positions.mean(axis=0), axis=1)
+    cut = np.sort(r)[target - 1]
+    return np.flatnonzero(r <= cut * (1 + 1e-9) + 1e-9)
+
+
+def orient_finite(atoms, target: int = 250, *, core: bool = True) -> "ase.Atoms":  # noqa: F821
+    """A finite structure rotated so that its crystal lattice is in the standard-cell orientation.
+
+    ``atoms``: non-periodic (or partially periodic) ``ase.Atoms``, positions in Å.  If ``core`` and the
+    structure has more than 1.5 x ``target`` atoms, only the ``target`` atoms nearest the centroid are kept
+    (plus any at the same distance as the last one), in their input order: the fingerprint then describes
+    the local structure at the centre, with peaks as sharp as those of the ~``target``-atom training
+    clusters.  The lattice of the kept atoms is estimated with :func:`estimate_lattice`; if found, all kept
+    atoms are rotated about their centroid by the ``R`` of
+    :func:`crystaljax.cell.standard_orientation` of the estimated primitive lattice, so a fragment in any
+    orientation ends up oriented like ``standard_cell`` of the periodic primitive cell of the same crystal.
+
+    Remaining ambiguity: the orientation is fixed only up to a proper automorphism of the lattice (e.g.
+    the 24 rotations of a cubic lattice), chosen by the Niggli basis ordering of the estimated lattice; no
+    atom key is used because it is not stable under noise.  For holohedral crystals (all seven crystaljax
+    classes) these rotations are crystal symmetries, so the result is the same crystal, only the fragment
+    shape may differ; a merohedral crystal may come out in orientations related by a lattice rotation that is
+    not one of its symmetries.  Lattices with near-equal reduced parameters that are not symmetry related
+    may switch between the near-equal choices under noise.
+
+    Output: a new non-periodic ``ase.Atoms`` (zero cell), numbers, tags and other per-atom arrays kept per
+    atom; ``info`` copied plus ``info['lattice_found']`` (bool) and ``info['estimated_cell']`` ((3, 3) Å,
+    rows = the estimated primitive lattice in the OUTPUT frame (lower triangular), zeros when not found).
+    Without a lattice the (kept) atoms are returned unrotated.  Raises :class:`StructureError` for fully
+    periodic input (use ``standard_cell``) or an empty structure.
+    """
+    from crystaljax.cell import standard_orientation
+    from crystaljax.io import is_periodic
+
+    if is_periodic(atoms):
+        raise StructureError("orient_finite is for finite structures; periodic ones go through standard_cell")
+    if len(atoms) == 0:
+        raise StructureError("orient_finite needs at least one atom")
+    pos = np.asarray(atoms.positions, dtype=np.float64)
+    if core and len(atoms) > 1.5 * target:
+        out = atoms[_core_indices(pos, int(target))]
+    else:
+        out = atoms.copy()
+    out.set_pbc(False)
+    out.set_cell(np.zeros((3, 3)))
+    pos = np.asarray(out.positions, dtype=np.float64)
+    B = estimate_lattice(pos)
+    out.info["lattice_found"] = B is not None
+    if B is None:
+        out.info["estimated_cell"] = np.zeros((3, 3))
+        return out
+    R, L = standard_orientation(B, epsfactor=ORIENT_EPSFACTOR)
+    c = pos.mean(axis=0)
+    out.positions = (pos - c) @ R.T + c
+    out.info["estimated_cell"] = L
+    return out
