@@ -762,9 +762,11 @@ def plot_fingerprint(image, path, *, title: str | None = None) -> Path:
 def load_net(model_dir=None, *, seed: int = 0, allow_fresh: bool = True) -> tuple[Net, dict]:
     """(Net, model card) from ``model_dir`` (default: the shipped crystaljax/pretrained/default).
 
-    If no model is found there and ``allow_fresh``, a freshly initialised ConvNet (``seed``) is
-    returned with card ``{"fresh": True, ...}`` and a warning; otherwise FileNotFoundError.
+    If no model is found there and ``allow_fresh`` (and no ``model_dir`` was named), a freshly
+    initialised ConvNet (``seed``) is returned with card ``{"fresh": True, ...}`` and a warning;
+    otherwise :class:`crystaljax.errors.InputFileError` (an OSError) with a one-line message.
     """
+    from crystaljax.errors import InputFileError
     from crystaljax.train import MODEL_CARD, load_model
 
     directory = Path(model_dir) if model_dir else DEFAULT_MODEL_DIR
@@ -774,7 +776,7 @@ def load_net(model_dir=None, *, seed: int = 0, allow_fresh: bool = True) -> tupl
         card.setdefault("path", str(directory))
         return as_net(predictor), card
     if model_dir is not None or not allow_fresh:
-        raise FileNotFoundError(f"no trained model in {directory} (missing {MODEL_CARD})")
+        raise InputFileError(f"{directory}: no trained crystaljax model here (missing {MODEL_CARD})")
     log.warning("no trained model in %s: using a freshly initialised ConvNet (seed %d); "
                 "response maps and saliencies then describe random weights", directory, seed)
     return as_net(build_model(ModelConfig(), int(seed))), {"fresh": True, "seed": int(seed),
@@ -842,8 +844,9 @@ def class_examples(class_name: str, n: int, seed: int = 0) -> list:
 # the CLI helper
 
 
-def explain_file(path, out_dir, model_dir=None, *, index=":", target: int = 250, layers: Sequence[int] = LAYERS,
-                 k: int = TOP_K, rule: str = "guided", select: str = "mean", seed: int = 0) -> dict:
+def explain_file(path, out_dir, model_dir=None, *, index=":", target: int | None = None,
+                 layers: Sequence[int] = LAYERS, k: int = TOP_K, rule: str = "guided", select: str = "mean",
+                 allow_fresh: bool = False, seed: int = 0) -> dict:
     """Explain the classification of every frame of a structure file; writes into ``out_dir``:
 
     [frameNNNN_]fingerprint.png          the input fingerprint (prefix only for multi-frame files)
@@ -851,22 +854,28 @@ def explain_file(path, out_dir, model_dir=None, *, index=":", target: int = 250,
     [frameNNNN_]template.png             this structure's last-layer map sum next to the template of
                                          the predicted class (from its pristine representative)
     [frameNNNN_]saliency.extxyz / .png   per-atom |d p(predicted) / d x| (array 'saliency', vector
-                                         'saliency_grad', 'occupancy_saliency'), Å of the scaled cluster
+                                         'saliency_grad', 'occupancy_saliency', and 'saliency_logit' =
+                                         |d logit / d x|), positions in Å of the scaled cluster
+    [frameNNNN_]saliency_logit.png       |d logit(predicted) / d x| (p saturates for confident
+                                         predictions, and d p / d x ~ p (1 - p) with it)
     explain.json                         predictions, top filters and file list
 
-    model_dir: a directory written by ``train.save_model`` (default: the shipped model; a fresh
-    model with a warning if none is shipped).  Returns the summary dict (also in explain.json).
-    Raises InputFileError / StructureError for unreadable input.
+    model_dir: a directory written by ``train.save_model`` (default: the shipped model).  Without a
+    model: InputFileError, unless ``allow_fresh`` (then random weights, flagged ``fresh_model``).
+    target: cluster size in atoms (default: the model card's ``cluster_target``, else 250).
+    Returns the summary dict (also in explain.json).  Raises InputFileError / StructureError for
+    unreadable input.
     """
     from crystaljax.dataset import CLASSES
     from crystaljax.io import read_structures
     from crystaljax.pipeline import prepare_structures
     from crystaljax.structure import index as take
 
+    frames = read_structures(path, index=index)
+    net, card = load_net(model_dir, seed=seed, allow_fresh=allow_fresh)
+    target = int(card.get("cluster_target", 250)) if target is None else int(target)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    frames = read_structures(path, index=index)
-    net, card = load_net(model_dir, seed=seed)
     classes = tuple(card.get("classes", CLASSES))
     det, beam, fpc = fingerprint_configs(card)
     fp_fn = cached_fingerprint_fn(det, beam, fpc)
@@ -901,18 +910,25 @@ def explain_file(path, out_dir, model_dir=None, *, index=":", target: int = 250,
                                                  title=f"last-layer map sum vs the {classes[pred]} template")
         grad = np.asarray(sal.positions[pred])
         per_atom = np.asarray(atom_saliency(grad, s.mask))
+        grad_logit = np.asarray(saliency(net, fp_fn, s, output="logit").positions[pred])
+        per_atom_logit = np.asarray(atom_saliency(grad_logit, s.mask))
         files["saliency_extxyz"] = write_saliency_extxyz(
             s, per_atom, out / f"{tag}saliency.extxyz", gradient=grad,
-            arrays={"occupancy_saliency": np.asarray(sal.occupancy[pred])},
+            arrays={"occupancy_saliency": np.asarray(sal.occupancy[pred]), "saliency_logit": per_atom_logit},
             info={"predicted": classes[pred], "probability": float(probs[pred])})
         files["saliency_png"] = plot_saliency(s, per_atom, out / f"{tag}saliency.png",
-                                              title=f"|d p({classes[pred]}) / d x| per atom",
-                                              label=f"|dp/dx| (1/Å, scaled)")
+                                              title=f"|d p({classes[pred]}) / d x| per atom (p={probs[pred]:.3f})",
+                                              label="|dp/dx| (1/Å, scaled)")
+        files["saliency_logit_png"] = plot_saliency(
+            s, per_atom_logit, out / f"{tag}saliency_logit.png",
+            title=f"|d logit({classes[pred]}) / d x| per atom (does not saturate at p ~ 1)",
+            label="|d logit/dx| (1/Å, scaled)")
         summary["frames"].append({
             "frame": i, "predicted": classes[pred],
             "probabilities": {c: float(p) for c, p in zip(classes, probs)},
             "top_filters": {f"conv{l + 1}": [int(x) for x in np.asarray(m.filters)] for l, m in maps.items()},
             "saliency_max": float(per_atom.max()), "saliency_mean": float(per_atom[np.asarray(s.mask) > 0.5].mean()),
+            "saliency_logit_mean": float(per_atom_logit[np.asarray(s.mask) > 0.5].mean()),
             "files": {key: str(v) for key, v in files.items()},
         })
     (out / "explain.json").write_text(json.dumps(summary, indent=2) + "\n")

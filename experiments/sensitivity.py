@@ -9,9 +9,10 @@
     p(sc), and per atom |d p / d x_j| (which atoms drive the decision) and d p / d w_j (w = the
     atom's weight in the scattering sum: what removing a present atom, or restoring a removed
     one, would do).  ``sublattice.output=logit`` differentiates the logits instead (p saturates at
-    ~1 far from the transition, and with it d p / d x ~ p (1 - p)).  Writes ``sublattice/bcc_remove_<pct>.extxyz`` (every site, arrays
-    ``saliency_<class>``, ``grad_<class>``, ``occupancy_<class>``, ``present``; open in OVITO and
-    filter on ``present``), ``sublattice/saliency_<class>_<pct>.png`` and ``sublattice.png``.
+    ~1 far from the transition, and with it d p / d x ~ p (1 - p)).  Writes
+    ``sublattice/bcc_remove_<pct>.extxyz`` (every site, arrays ``saliency_<class>``,
+    ``grad_<class>``, ``occupancy_<class>``, ``present``; open in OVITO and filter on ``present``),
+    ``sublattice/saliency_<class>_<pct>.png`` (remaining body centres ringed) and ``sublattice.png``.
 
 (b) Displacements.  Pristine representatives (bcc, fcc, sc) with Gaussian displacements of
     sigma = 0 .. 0.1 Å (physical): per-atom fingerprint sensitivity s_j = ||d fingerprint / d x_j||_F

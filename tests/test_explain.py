@@ -431,19 +431,24 @@ def test_explain_file(tiny_model_dir, net, tmp_path):
     loaded, card = ex.load_net(tiny_model_dir)
     assert all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(loaded.params), jax.tree.leaves(net.params)))
     assert ex.fingerprint_configs(card)[0] == TINY_DET
-    with pytest.raises(FileNotFoundError):
+    from crystaljax.errors import InputFileError
+
+    with pytest.raises(InputFileError, match="no trained crystaljax model"):
         ex.load_net(tmp_path / "nowhere")
+    with pytest.raises(InputFileError):
+        ex.explain_file(ROOT / "crystaljax" / "examples" / "Cu_fcc.cif", tmp_path / "x", model_dir=tmp_path)
     summary = ex.explain_file(ROOT / "crystaljax" / "examples" / "Fe_bcc.POSCAR", tmp_path / "out",
                               model_dir=tiny_model_dir, target=30, layers=(0, 5), k=2)
     (frame,) = summary["frames"]
     assert frame["predicted"] in summary["classes"]
     assert abs(sum(frame["probabilities"].values()) - 1) < 1e-4
-    for key in ("fingerprint", "response_maps", "template", "saliency_extxyz", "saliency_png"):
+    for key in ("fingerprint", "response_maps", "template", "saliency_extxyz", "saliency_png", "saliency_logit_png"):
         assert Path(frame["files"][key]).stat().st_size > 0
     import ase.io
 
     atoms = ase.io.read(frame["files"]["saliency_extxyz"])
     assert "saliency" in atoms.arrays and np.all(atoms.arrays["saliency"] >= 0)
+    assert np.all(atoms.arrays["saliency_logit"] > 0)
     assert (tmp_path / "out" / "explain.json").is_file()
 
 
