@@ -130,6 +130,18 @@ def cmd_classify(args) -> int:
     return EXIT_BAD_INPUT if errors else 0
 
 
+def cmd_explain(args) -> int:
+    from .explain import explain_file
+
+    summary = explain_file(args.file, args.out, model_dir=args.model)
+    out = Path(args.out)
+    for frame in summary.get("frames", []):
+        label = frame.get("label") or frame.get("predicted")
+        print(f"{args.file}[{frame.get('frame', 0)}]: {label}")
+    print(f"wrote response maps, class template and per-atom saliency to {out}/ (see {out / 'explain.json'})")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="crystaljax", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -151,6 +163,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=int, default=64, help="structures per device batch (default 64)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_classify)
+
+    p = sub.add_parser("explain", help="attentive response maps, class template and per-atom saliency of a file")
+    p.add_argument("file", help="ASE-readable structure file")
+    p.add_argument("--out", required=True, help="output directory for PNGs, extxyz and explain.json")
+    p.add_argument("--model", help="model directory (default: the shipped model)")
+    p.set_defaults(func=cmd_explain)
     return parser
 
 

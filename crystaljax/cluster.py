@@ -97,12 +97,46 @@ def replication(n_atoms: int, cell, target: int = 250) -> tuple[int, int, int]:
     return best
 
 
-def build_cluster(atoms, target: int = 250) -> "ase.Atoms":  # noqa: F821
+#: Cluster shapes for periodic input: "sphere" (default) or "block" (the paper's whole-cell replication).
+SHAPES = ("sphere", "block")
+
+
+def sphere_cut(atoms, target: int = 250):
+    """The whole shells of atoms around one atom of a periodic crystal whose count is closest to ``target``.
+
+    The crystal is replicated into a block that contains a ball of ~``target`` atoms around the atom
+    nearest the block centre; atoms are ranked by distance to that atom and cut at the shell boundary
+    (distances equal to 1e-6 relative form one shell) closest to ``target``.  Unlike whole-cell
+    replication the result is near-isotropic whatever the cell (a 54-atom supercell or a long thin
+    cell give the same kind of ball), so diffraction peaks have the same round shape for every input.
+    Returns (Atoms, n_cells).
+    """
+    cell = np.asarray(atoms.cell[:], dtype=np.float64)
+    volume = abs(float(np.linalg.det(cell)))
+    radius = (3.0 * 1.3 * target * volume / len(atoms) / (4.0 * np.pi)) ** (1.0 / 3.0)
+    spacings = volume / np.linalg.norm(np.cross(np.roll(cell, -1, 0), np.roll(cell, -2, 0)), axis=1)
+    reps = tuple(int(np.ceil(2.0 * radius / d)) + 2 for d in spacings)
+    big = atoms.repeat(reps)
+    pos = np.asarray(big.positions, dtype=np.float64)
+    centre = np.asarray(big.cell[:]).sum(axis=0) / 2.0
+    origin = pos[int(np.argmin(np.linalg.norm(pos - centre, axis=1)))]
+    dist = np.linalg.norm(pos - origin, axis=1)
+    order = np.argsort(dist, kind="stable")
+    d = dist[order]
+    ends = np.flatnonzero(np.diff(d) > 1e-6 * max(d[-1], 1e-12)) + 1  # counts at shell boundaries
+    ends = np.append(ends, len(d))
+    count = int(ends[np.argmin(np.abs(ends - target))])
+    return big[np.sort(order[:count])], reps
+
+
+def build_cluster(atoms, target: int = 250, shape: str = "sphere") -> "ase.Atoms":  # noqa: F821
     """Finite, centred cluster with mean nearest-neighbour distance exactly 1 Å.
 
-    Periodic input (call :func:`crystaljax.cell.standard_cell` first, as :func:`prepare` does): the cell is
-    replicated n1 x n2 x n3 times by the rule in the module docstring and the scale is the mean
-    nearest-neighbour distance of the *periodic* crystal.  Non-periodic (or partially periodic) input: the
+    Periodic input (call :func:`crystaljax.cell.standard_cell` first, as :func:`prepare` does): with
+    ``shape="sphere"`` (default) the whole shells around one atom closest to ``target`` atoms
+    (:func:`sphere_cut`); with ``shape="block"`` the cell replicated n1 x n2 x n3 times by the rule in the
+    module docstring (the paper's construction).  The scale is the mean nearest-neighbour distance of
+    the *periodic* crystal.  Non-periodic (or partially periodic) input: the
     atoms are taken as given and the scale is their own mean nearest-neighbour distance.
 
     The cluster is then centred (unweighted centroid at the origin) and divided by the scale.  Output: a
@@ -115,10 +149,15 @@ def build_cluster(atoms, target: int = 250) -> "ase.Atoms":  # noqa: F821
 
     info = dict(atoms.info)
     info.pop("n_cells", None)
+    if shape not in SHAPES:
+        raise ValueError(f"unknown cluster shape {shape!r}; choose one of {SHAPES}")
     if is_periodic(atoms):
-        reps = replication(len(atoms), atoms.cell, target)
         nn = mean_nn_distance(atoms)
-        big = atoms.repeat(reps)
+        if shape == "sphere":
+            big, reps = sphere_cut(atoms, target)
+        else:
+            reps = replication(len(atoms), atoms.cell, target)
+            big = atoms.repeat(reps)
         info["n_cells"] = tuple(int(r) for r in reps)
     else:
         big = atoms
@@ -133,7 +172,7 @@ def build_cluster(atoms, target: int = 250) -> "ase.Atoms":  # noqa: F821
     return out
 
 
-def prepare(atoms, target: int = 250) -> "ase.Atoms":  # noqa: F821
+def prepare(atoms, target: int = 250, shape: str = "sphere") -> "ase.Atoms":  # noqa: F821
     """validate -> standard_cell (periodic input only) -> build_cluster.  What the rest of crystaljax calls.
 
     Raises :class:`crystaljax.errors.StructureError` for structures that cannot be imaged.
@@ -143,4 +182,4 @@ def prepare(atoms, target: int = 250) -> "ase.Atoms":  # noqa: F821
     validate(atoms, source=str(atoms.info.get("source", "")) if hasattr(atoms, "info") else "")
     if is_periodic(atoms):
         atoms = standard_cell(atoms)
-    return build_cluster(atoms, target=target)
+    return build_cluster(atoms, target=target, shape=shape)

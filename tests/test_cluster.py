@@ -38,14 +38,18 @@ def _brute_force_nn(pos):
     return d.min(axis=1)
 
 
+@pytest.mark.parametrize("shape", ["block", "sphere"])
 @pytest.mark.parametrize("name", sorted(CRYSTALS))
-def test_cluster_physics(name):
+def test_cluster_physics(name, shape):
     make, nn_true = CRYSTALS[name]
-    c = prepare(make(), target=250)
-    # count: as expected, and within 10 % of the target
-    assert c.info["n_cells"] == EXPECTED_CELLS[name]
-    n_cell = len(make())
-    assert len(c) == n_cell * np.prod(EXPECTED_CELLS[name])
+    c = prepare(make(), target=250, shape=shape)
+    if shape == "block":  # count: as expected, and within 10 % of the target
+        assert c.info["n_cells"] == EXPECTED_CELLS[name]
+        n_cell = len(make())
+        assert len(c) == n_cell * np.prod(EXPECTED_CELLS[name])
+    else:  # whole shells around an atom: a near-isotropic ball whatever the cell
+        eig = np.linalg.eigvalsh(np.cov(c.positions.T))
+        assert eig.max() / eig.min() < 1.15
     assert abs(len(c) - 250) <= 25
     # scale: physical nn distance recorded, neighbours 1 Å apart in the output
     assert np.isclose(c.info["nn_distance"], nn_true, rtol=1e-9)
@@ -58,9 +62,14 @@ def test_cluster_physics(name):
     # the cluster is the crystal: physical positions are lattice translates of the standard cell's atoms
     s = standard_cell(make())
     phys = c.positions * c.info["nn_distance"]
-    frac = np.linalg.solve(s.cell.array.T, (phys - phys[0]).T).T + s.get_scaled_positions()[0]
-    k = frac[:, None, :] - s.get_scaled_positions()[None, :, :]
-    assert (np.abs(k - np.rint(k)).max(axis=2) < 1e-8).any(axis=1).all()
+    basis = s.get_scaled_positions()
+    rel = np.linalg.solve(s.cell.array.T, (phys - phys[0]).T).T
+    # atom 0 sits on some basis site i; every atom is then on a lattice translate of a basis site
+    on_lattice = []
+    for site in basis:
+        k = (rel + site)[:, None, :] - basis[None, :, :]
+        on_lattice.append((np.abs(k - np.rint(k)).max(axis=2) < 1e-8).any(axis=1).all())
+    assert any(on_lattice)
 
 
 def test_count_close_to_target_for_many_targets():
@@ -96,7 +105,7 @@ def test_replication_prefers_isotropic_and_then_target():
 def test_scale_is_the_periodic_crystal_nn_not_the_cluster_nn():
     # the nearest pair straddles the cell face: 0.8 Å in the crystal, 3.2 Å inside one copy of the cell
     atoms = Atoms("Cu2", positions=[[0.4, 0, 0], [3.6, 0, 0]], cell=np.eye(3) * 4.0, pbc=True)
-    c = build_cluster(atoms, target=2)
+    c = build_cluster(atoms, target=2, shape="block")
     assert c.info["n_cells"] == (1, 1, 1) and len(c) == 2
     assert np.isclose(c.info["nn_distance"], 0.8)
     assert np.isclose(np.linalg.norm(c.positions[0] - c.positions[1]), 3.2 / 0.8)
@@ -105,7 +114,7 @@ def test_scale_is_the_periodic_crystal_nn_not_the_cluster_nn():
 def test_tags_survive_replication():
     bcc = bulk("Fe", "bcc", a=A_BCC, cubic=True)
     bcc.set_tags([0, 1])  # the body-centre atom
-    c = prepare(bcc)
+    c = prepare(bcc, shape="block")
     tags = c.get_tags()
     assert len(c) == 250 and (tags == 1).sum() == 125 and set(np.unique(tags)) == {0, 1}
     # each sublattice alone is simple cubic with edge a = 2/sqrt(3) in units of the bcc nn distance
@@ -196,3 +205,27 @@ def test_prepare_rejects_bad_structures():
         prepare(Atoms(numbers=[0, 29], positions=[[0, 0, 0], [2, 0, 0]]))
     with pytest.raises(StructureError):
         prepare(Atoms("Cu2", positions=[[0, 0, 0], [1, 1, 0]], cell=np.diag([3, 3, 0.0]), pbc=True))
+
+
+def test_sphere_cluster_does_not_depend_on_the_input_cell():
+    """Primitive, conventional and supercell inputs of one crystal give the same ball of atoms."""
+    from ase.build import make_supercell
+
+    fcc = bulk("Cu", "fcc", a=3.6)
+    variants = [fcc, bulk("Cu", "fcc", a=3.6, cubic=True), make_supercell(fcc, [[1, 1, 0], [-1, 1, 0], [0, 0, 2]])]
+    balls = [build_cluster(v, target=250) for v in variants]
+    radii = [np.sort(np.linalg.norm(b.positions - b.positions.mean(0), axis=1)) for b in balls]
+    for r in radii[1:]:
+        assert len(r) == len(radii[0])
+        np.testing.assert_allclose(r, radii[0], atol=1e-9)
+    # a long, thin supercell (an MD box) still gives an isotropic ball, unlike block replication
+    box = bulk("Fe", "bcc", a=2.87, cubic=True).repeat((2, 2, 12))
+    ball = build_cluster(box, target=250)
+    block = build_cluster(box, target=250, shape="block")
+    aniso = [np.ptp(c.positions, axis=0).max() / np.ptp(c.positions, axis=0).min() for c in (ball, block)]
+    assert aniso[0] < 1.2 < aniso[1]
+
+
+def test_unknown_shape_rejected():
+    with pytest.raises(ValueError, match="shape"):
+        build_cluster(bulk("Cu", "fcc", a=3.6), shape="cube")
