@@ -49,8 +49,11 @@ SEARCH_RADII = (2.6, 3.6)
 INSIDE_RADIUS = 1.5
 #: A point is inside when its neighbour count is at least this fraction of that around a central atom.
 INSIDE_FRACTION = 0.5
-#: Niggli tolerance (ase ``epsfactor``) for orienting an estimated, hence slightly noisy, lattice.
-ORIENT_EPSFACTOR = 1e-3
+#: Candidates are pre-screened on this many central atoms when there are more of both.
+PRESCREEN = 100
+#: Relative tolerance (fraction of the mean squared basis-vector length) within which the metric of an
+#: estimated lattice is taken to be invariant under an integer basis change before orienting it.
+METRIC_TOL = 0.05
 # A fixed generic direction used to keep one vector of each +-t pair.
 _HALF = np.array([0.5377, 0.7103, 0.4542])
 
@@ -72,22 +75,31 @@ class _Scorer:
         self.r_in = INSIDE_RADIUS * nn
         ref = self.tree.query_ball_point(seeds, self.r_in, return_length=True)
         self.min_count = INSIDE_FRACTION * float(np.median(ref))
-        self.min_eligible = max(10, int(0.25 * len(core)))
+        self.known = None
 
-    def __call__(self, T: np.ndarray, refine: int = 2) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def remember(self, T: np.ndarray, score: np.ndarray) -> None:
+        """Keep scored translations (both signs) for look-up by :func:`_consistent`."""
+        from scipy.spatial import cKDTree
+
+        self.known = (cKDTree(np.concatenate([T, -T])), np.asarray(score, dtype=np.float64))
+
+    def __call__(self, T: np.ndarray, refine: int = 2, n_core: int | None = None):
         """(refined T (K, 3) Å, score (K,), valid (K,) bool) for candidate translations T (K, 3) Å.
 
         ``valid`` is False when fewer than ``min_eligible`` core atoms have x_i + t inside the fragment
-        (score 0 then) or when |t| < 0.5 nn (an atom would match itself).
+        (score 0 then) or when |t| < 0.5 nn (an atom would match itself).  ``n_core``: use only the
+        ``n_core`` most central core atoms (a quick pre-screen).
         """
         T = np.asarray(T, dtype=np.float64).reshape(-1, 3)
-        n = len(self.core)
-        Q = self.core[None, :, :] + T[:, None, :]
+        core = self.core if n_core is None else self.core[:n_core]
+        n = len(core)
+        min_eligible = max(10, int(0.25 * n))
+        Q = core[None, :, :] + T[:, None, :]
         cnt = self.tree.query_ball_point(Q.reshape(-1, 3), self.r_in, return_length=True).reshape(len(T), n)
         elig = cnt >= self.min_count
         n_elig = elig.sum(axis=1)
         for it in range(refine + 1):
-            Q = self.core[None, :, :] + T[:, None, :]
+            Q = core[None, :, :] + T[:, None, :]
             tol = self.tol * (1.5 if it == 0 and refine else 1.0)
             d, j = self.tree.query(Q.reshape(-1, 3), distance_upper_bound=tol)
             matched = (np.isfinite(d).reshape(len(T), n)) & elig
@@ -97,7 +109,7 @@ class _Scorer:
             resid = (self.pos[j].reshape(len(T), n, 3) - Q) * matched[..., None]
             m = np.maximum(matched.sum(axis=1), 1)
             T = T + resid.sum(axis=1) / m[:, None]
-        valid = (n_elig >= self.min_eligible) & (np.linalg.norm(T, axis=1) > 0.5 * self.nn)
+        valid = (n_elig >= min_eligible) & (np.linalg.norm(T, axis=1) > 0.5 * self.nn)
         score = np.where(valid, matched.sum(axis=1) / np.maximum(n_elig, 1), 0.0)
         return T, score, valid
 
@@ -138,6 +150,15 @@ def _lattice_level(score: np.ndarray) -> float:
     """
     top = score[score >= 0.75 * score.max()]
     return float(np.median(top))
+
+
+def _spans_3d(T: np.ndarray) -> bool:
+    """Do the vectors T (K, 3) span three dimensions (smallest/largest singular value of the unit vectors
+    > 0.1)?"""
+    if len(T) < 3:
+        return False
+    sv = np.linalg.svd(T / np.linalg.norm(T, axis=1, keepdims=True), compute_uv=False)
+    return bool(sv[2] > 0.1 * sv[0])
 
 
 def _dedupe(T: np.ndarray, score: np.ndarray, tol: float) -> tuple[np.ndarray, np.ndarray]:
@@ -194,15 +215,33 @@ def _pool(T: np.ndarray, tol: float) -> np.ndarray:
 
 
 def _consistent(scorer: _Scorer, B: np.ndarray, thr: float) -> bool:
-    """Do the combinations n . B (``_COMBOS``) score as lattice translations (>= ``CONSISTENCY`` of them)?"""
-    _, s, valid = scorer(_COMBOS @ B, refine=0)
+    """Do the combinations n . B (``_COMBOS``) score as lattice translations (>= ``CONSISTENCY`` of them)?
+
+    Combinations matching an already scored candidate (``scorer.known``) take its score; the others are
+    scored only if they could still change the verdict.
+    """
+    V = _COMBOS @ B
+    s = np.zeros(len(V))
+    todo = np.ones(len(V), dtype=bool)
+    if scorer.known is not None:
+        tree, known_score = scorer.known
+        d, j = tree.query(V, distance_upper_bound=scorer.tol)
+        hit = np.isfinite(d)
+        s[hit] = known_score[j[hit] % len(known_score)]
+        todo = ~hit
+    if (np.sum(s >= thr) + todo.sum()) < CONSISTENCY * len(V):
+        return False
+    valid = ~todo
+    if todo.any():
+        _, s[todo], valid[todo] = scorer(V[todo], refine=0)
     if valid.sum() < 6:
         return False
     return float(np.mean(s[valid] >= thr)) >= CONSISTENCY
 
 
-def _fit_basis(scorer: _Scorer, T: np.ndarray, thr: float) -> np.ndarray | None:
-    """A primitive basis (3, 3) Å of the lattice of the kept translations T (K, 3) Å, or None.
+def _fit_basis(scorer: _Scorer, T: np.ndarray, thr: float) -> tuple[np.ndarray, float] | None:
+    """(primitive basis (3, 3) Å of the lattice of the kept translations T (K, 3) Å, rms residual (Å) of
+    the kept vectors about it), or None.
 
     Bases from triples of the shortest kept vectors are tried in order of increasing cell volume; the first
     one whose combinations score as lattice translations is taken (a triple containing a spurious vector
@@ -212,11 +251,11 @@ def _fit_basis(scorer: _Scorer, T: np.ndarray, thr: float) -> np.ndarray | None:
     """
     from itertools import combinations
 
-    T = _pool(T[np.argsort(np.linalg.norm(T, axis=1), kind="stable")], scorer.tol)
-    if len(T) < 3:
+    P = _pool(T[np.argsort(np.linalg.norm(T, axis=1), kind="stable")], scorer.tol)
+    if len(P) < 3:
         return None
-    idx = np.array(list(combinations(range(len(T)), 3)))
-    trip = T[idx]  # (M, 3, 3)
+    idx = np.array(list(combinations(range(len(P)), 3)))
+    trip = P[idx]  # (M, 3, 3)
     vol = np.abs(np.linalg.det(trip))
     lens = np.linalg.norm(trip, axis=2)
     ok = vol > 0.2 * lens.prod(axis=1)  # not nearly coplanar
@@ -246,8 +285,9 @@ def _fit_basis(scorer: _Scorer, T: np.ndarray, thr: float) -> np.ndarray | None:
     on = np.linalg.norm(T - N @ B, axis=1) <= scorer.tol
     B_ref, *_ = np.linalg.lstsq(np.concatenate([N[on], np.eye(3)]), np.concatenate([T[on], B]), rcond=None)
     if not np.all(np.isfinite(B_ref)) or abs(np.linalg.det(B_ref) / np.linalg.det(B) - 1) > 0.1:
-        return B  # pragma: no cover - safety net
-    return B_ref
+        B_ref = B  # pragma: no cover - safety net
+    rms = float(np.sqrt(np.mean(np.sum((T[on] - N[on] @ B_ref) ** 2, axis=1)))) if on.any() else 0.0
+    return B_ref, rms
 
 
 def _niggli_basis(B: np.ndarray) -> np.ndarray:
@@ -274,36 +314,54 @@ def estimate_lattice(positions, *, max_atoms: int = 300, tolerance: float = 0.2)
     the frame of ``positions``; None for fewer than ``MIN_ATOMS`` atoms, non-crystalline input or a
     fragment too thin to show three independent translations.  See the module docstring for the method.
     """
-    from scipy.spatial import cKDTree
+    return _estimate(positions, max_atoms, tolerance)[0]
 
+
+def _estimate(positions, max_atoms: int, tolerance: float) -> tuple[np.ndarray | None, float]:
+    """:func:`estimate_lattice` and the rms residual (Å) of the kept translations about the fitted lattice."""
     pos = np.asarray(positions, dtype=np.float64).reshape(-1, 3)
     if len(pos) < MIN_ATOMS or not np.all(np.isfinite(pos)):
-        return None
+        return None, 0.0
     r = np.linalg.norm(pos - pos.mean(axis=0), axis=1)
     order = np.argsort(r, kind="stable")
     core = pos[order[: max(int(max_atoms), MIN_ATOMS)]]
     seeds = pos[order[: min(N_SEEDS, len(core))]]
     nn = _nn_distance(pos, core)
     if not nn > 0:
-        return None
+        return None, 0.0
     scorer = _Scorer(pos, core, seeds, nn, float(tolerance))
     for radius in SEARCH_RADII:
         T0 = _candidates(scorer, seeds, radius * nn)
         if len(T0) < 3:
             continue
-        T, score, valid = scorer(T0)
-        T, score = _dedupe(T[valid], score[valid], scorer.tol)
+        if len(T0) > PRESCREEN and len(core) > 2 * PRESCREEN:  # quick pass on the most central atoms
+            T1, s1, v1 = scorer(T0, refine=1, n_core=PRESCREEN)
+            if not v1.any() or _lattice_level(s1[v1]) < 0.5 * MIN_SCORE:
+                return None, 0.0
+            level1 = _lattice_level(s1[v1])
+            strong = T1[v1 & (s1 >= KEEP_FRACTION * level1)]
+            if not _spans_3d(strong):
+                continue  # the third lattice direction is longer than this radius
+            weak = ~v1 | (s1 < 0.5 * level1)
+            T, score, valid = scorer(T1[~weak], refine=1)
+            T = np.concatenate([T[valid], T1[weak & v1]])
+            score = np.concatenate([score[valid], s1[weak & v1]])
+        else:
+            T, score, valid = scorer(T0)
+            T, score = T[valid], score[valid]
+        T, score = _dedupe(T, score, scorer.tol)
         if len(T) < 3:
             continue
+        scorer.remember(T, score)
         level = _lattice_level(score)
         if level < MIN_SCORE:
-            return None
+            return None, 0.0
         thr = KEEP_FRACTION * level
         keep = score >= thr
-        B = _fit_basis(scorer, T[keep], thr)
-        if B is not None:
-            return _niggli_basis(B)
-    return None
+        fit = _fit_basis(scorer, T[keep], thr)
+        if fit is not None:
+            return _niggli_basis(fit[0]), fit[1]
+    return None, 0.0
 
 
 def _nn_distance(pos: np.ndarray, core: np.ndarray) -> float:
@@ -324,6 +382,54 @@ def _nn_distance(pos: np.ndarray, core: np.ndarray) -> float:
             break
         nn = float(np.median(v))
     return nn
+
+
+def _approx_automorphisms(G: np.ndarray, tol: float) -> np.ndarray:
+    """Integer U (det +1, entries in [-2, 2]) with |U G U^T - G| <= tol * trace(G) / 3, closed under
+    products: (K, 3, 3) int.  G must be the metric of a reduced basis."""
+    scale = tol * float(np.trace(G)) / 3.0
+    r = np.arange(-2, 3)
+    vecs = np.stack(np.meshgrid(r, r, r, indexing="ij"), -1).reshape(-1, 3)
+    vecs = vecs[np.any(vecs != 0, axis=1)]
+    norms = np.einsum("ij,jk,ik->i", vecs, G, vecs)
+    rows = [vecs[np.abs(norms - G[i, i]) <= scale] for i in range(3)]
+    a, b, c = np.meshgrid(*[np.arange(len(x)) for x in rows], indexing="ij")
+    U = np.stack([rows[0][a.ravel()], rows[1][b.ravel()], rows[2][c.ravel()]], axis=1)  # (M, 3, 3)
+    U = U[np.rint(np.linalg.det(U)).astype(np.int64) == 1]
+    U = U[np.abs(np.einsum("mij,jk,mlk->mil", U, G, U) - G).max(axis=(1, 2)) <= scale]
+    group = {tuple(np.eye(3, dtype=np.int64).ravel())} | {tuple(u.ravel()) for u in U}
+    for _ in range(4):  # close under products (noise can leave a product just outside the tolerance)
+        mats = [np.array(g).reshape(3, 3) for g in group]
+        new = {tuple((x @ y).ravel()) for x in mats for y in mats}
+        if new <= group:
+            break
+        group |= new
+        if len(group) > 48:  # not a finite point group: give up on symmetrising
+            return np.eye(3, dtype=np.int64)[None]
+    return np.array([np.array(g).reshape(3, 3) for g in sorted(group)])
+
+
+def _sym_sqrt(G: np.ndarray, power: float) -> np.ndarray:
+    w, V = np.linalg.eigh(G)
+    return (V * w**power) @ V.T
+
+
+def symmetrize_lattice(cell, tol: float = METRIC_TOL) -> np.ndarray:
+    """The basis nearest ``cell`` (3, 3) Å whose metric is exactly invariant under the basis changes that
+    keep the metric of ``cell`` within ``tol`` (relative to the mean squared vector length).
+
+    An estimated lattice is only approximately cubic, hexagonal, ...; its exact symmetrised version makes
+    the Niggli reduction and the sign convention of :func:`crystaljax.cell.standard_orientation` choose a
+    basis consistently (otherwise noise decides, e.g. between the 60-60-60 and 60-90-120 degree bases of an
+    fcc lattice, which are not related by a rotation of the lattice).  The metric is averaged over the
+    group of such integer basis changes U (G -> mean U G U^T) and the basis changed by
+    G_sym^(1/2) G^(-1/2) (the smallest such change).  Input a Niggli-reduced basis.
+    """
+    B = np.asarray(cell, dtype=np.float64)
+    G = B @ B.T
+    U = _approx_automorphisms(G, tol).astype(np.float64)
+    G_sym = np.einsum("mij,jk,mlk->il", U, G, U) / len(U)
+    return _sym_sqrt(G_sym, 0.5) @ _sym_sqrt(G, -0.5) @ B
 
 
 def _core_indices(positions: np.ndarray, target: int) -> np.ndarray:
@@ -374,13 +480,16 @@ def orient_finite(atoms, target: int = 250, *, core: bool = True) -> "ase.Atoms"
     out.set_pbc(False)
     out.set_cell(np.zeros((3, 3)))
     pos = np.asarray(out.positions, dtype=np.float64)
-    B = estimate_lattice(pos)
+    B, rms = _estimate(pos, 300, 0.2)
     out.info["lattice_found"] = B is not None
     if B is None:
         out.info["estimated_cell"] = np.zeros((3, 3))
         return out
-    R, L = standard_orientation(B, epsfactor=ORIENT_EPSFACTOR)
+    G = B @ B.T
+    # metric uncertainty ~ rms x |b| relative to trace(G)/3; 6x covers the observed scatter (floor 0.01)
+    tol = float(np.clip(6.0 * rms * np.sqrt(G.diagonal().max()) / (np.trace(G) / 3.0), 0.01, METRIC_TOL))
+    R, _ = standard_orientation(symmetrize_lattice(B, tol))
     c = pos.mean(axis=0)
     out.positions = (pos - c) @ R.T + c
-    out.info["estimated_cell"] = L
+    out.info["estimated_cell"] = B @ R.T
     return out
