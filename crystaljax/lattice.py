@@ -433,19 +433,28 @@ def symmetrize_lattice(cell, tol: float = METRIC_TOL) -> np.ndarray:
 
 
 def _core_indices(positions: np.ndarray, target: int) -> np.ndarray:
-    """Sorted indices of the ``target`` atoms nearest the centroid, plus any tied with the last one."""
-    r = np.linalg.norm(positions - positions.mean(axis=0), axis=1)
-    cut = np.sort(r)[target - 1]
-    return np.flatnonzero(r <= cut * (1 + 1e-9) + 1e-9)
+    """Sorted indices of the whole shells around the atom nearest the centroid whose count is closest to
+    ``target`` (distances equal to 1e-6 relative form one shell): the rule of
+    :func:`crystaljax.cluster.sphere_cut` for periodic input, so the core is a ball like the training
+    clusters."""
+    c = positions.mean(axis=0)
+    origin = positions[int(np.argmin(np.linalg.norm(positions - c, axis=1)))]
+    dist = np.linalg.norm(positions - origin, axis=1)
+    order = np.argsort(dist, kind="stable")
+    d = dist[order]
+    ends = np.append(np.flatnonzero(np.diff(d) > 1e-6 * max(d[-1], 1e-12)) + 1, len(d))
+    count = int(ends[np.argmin(np.abs(ends - target))])
+    return np.sort(order[:count])
 
 
 def orient_finite(atoms, target: int = 250, *, core: bool = True) -> "ase.Atoms":  # noqa: F821
     """A finite structure rotated so that its crystal lattice is in the standard-cell orientation.
 
     ``atoms``: non-periodic (or partially periodic) ``ase.Atoms``, positions in Å.  If ``core`` and the
-    structure has more than 1.5 x ``target`` atoms, only the ``target`` atoms nearest the centroid are kept
-    (plus any at the same distance as the last one), in their input order: the fingerprint then describes
-    the local structure at the centre, with peaks as sharp as those of the ~``target``-atom training
+    structure has more than 1.5 x ``target`` atoms, only a ball of ~``target`` atoms is kept: the whole
+    shells around the atom nearest the centroid, count closest to ``target`` (the rule of
+    :func:`crystaljax.cluster.sphere_cut`), in their input order.  The fingerprint then describes the local
+    structure at the centre of the input, with peaks as broad as those of the ~``target``-atom training
     clusters.  The lattice of the kept atoms is estimated with :func:`estimate_lattice`; if found, all kept
     atoms are rotated about their centroid by the ``R`` of
     :func:`crystaljax.cell.standard_orientation` of the estimated primitive lattice, so a fragment in any
