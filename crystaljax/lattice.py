@@ -6,24 +6,38 @@ finite input (atom-probe reconstructions, nanoparticles, clusters cut from MD) h
 rotates the atoms so that this lattice sits in the orientation :func:`crystaljax.cell.standard_orientation`
 (= the one ``standard_cell`` gives the periodic primitive cell) prescribes.
 
-Method of :func:`estimate_lattice` (all lengths in units of the median nearest-neighbour distance ``nn``):
+Method of :func:`estimate_lattice` (lengths in units of ``nn``, the median of the core's pair distances
+below 1.2 x the typical nearest-neighbour distance; ``tolerance`` = 0.2 nn by default):
 
 1. core = the ``max_atoms`` atoms nearest the centroid; seeds = the 32 most central ones.
-2. candidates = peaks of the seed -> atom difference vectors up to 2.6 nn (3.6 nn on a second try), found
-   as local maxima of the number of difference vectors within ``tolerance`` (one vector of each +-t pair).
+2. candidates = peaks of the seed -> atom difference vectors up to 2.6 nn (3.6 nn on a second try if the
+   strong ones do not span 3-D), found as local maxima of the number of difference vectors within
+   ``tolerance`` (one vector of each +-t pair).
 3. score(t) = fraction of the *eligible* core atoms i that have an atom within ``tolerance`` of x_i + t;
    x_i + t is eligible when it lies inside the fragment (at least half as many atoms within 1.5 nn as
    around a central atom), so surface atoms do not penalise long vectors.  A lattice translation scores
    the site occupancy times the fraction of pairs within tolerance under the noise (~1 for a perfect
-   crystal, ~0.6 with 40 % vacancies); an intra-basis vector scores at most (m - 1) / m of that for m atoms
-   per primitive cell (1/2 for diamond, hcp, beta-Sn; 2/3 for the collinear 3-atom basis of alpha-Sm).
-   Each t is refined twice by the mean offset of its matches.
-4. keep t with score >= ``KEEP_FRACTION`` (0.8) x the best score (best >= ``MIN_SCORE`` = 0.25, else None).
-5. basis = the three shortest linearly independent kept vectors; accepted when every kept vector is an
-   integer combination of it and every combination n . B with n in {-1, 0, 1}^3 also scores as a lattice
-   vector (rejects a spurious basis vector; a missed short vector is recovered by reducing a non-integer
-   kept vector modulo the basis).  The basis is then least-squares refined on all kept vectors and
-   Niggli-reduced.
+   crystal, ~0.55 with 5 % noise and 40 % vacancies); an intra-basis vector scores at most (m - 1) / m of
+   that for m atoms per primitive cell (1/2 for diamond, hcp, beta-Sn; 2/3 for the collinear 3-atom basis
+   of alpha-Sm).  Each t is refined by the mean offset of its matches (a 100-atom pre-screen first when
+   there are many candidates).
+4. level = median of the scores >= 0.75 x the best (robust to the binomial scatter of single scores);
+   None if level < ``MIN_SCORE`` (0.25: amorphous input scores 0.1-0.17); keep t with score >=
+   ``KEEP_FRACTION`` (0.8) x level.
+5. pool = kept vectors that are not +-u +- w of two shorter kept ones (it keeps the successive minima,
+   which form a basis in 3-D); bases from triples of the 12 shortest are tried in order of increasing
+   volume, and the first whose combinations n . B (n in {-1, 0, 1}^3 and 2 e_i) score as translations
+   (>= 80 % of them at >= the keep threshold) is taken: a triple with a spurious (intra-basis) vector spans
+   a finer lattice, so it comes first, and fails.  An index-2 sublattice (a missed short vector) is halved
+   when a half combination scores too.  Least-squares refinement on all kept vectors, Niggli reduction.
+
+Measured (7 crystals incl. diamond, hcp, beta-Sn, alpha-Sm; 300-atom random spheres, random rotations;
+Gaussian noise sigma per Cartesian component as a fraction of nn): primitive lattice found in all cases up
+to sigma = 0.10 (0.97 with 25 % vacancies), 60 % at 0.12 (96 % with ``tolerance=0.3``; amorphous input is
+still rejected at 0.3, not at 0.4); vacancies up to 70 % (300 atoms left) always, 80 %: 25 %; fragments
+of >= 100 atoms always, 60 atoms: 91 %; basis vectors within 1.5 % of nn at 5 % noise and 40 % vacancies.
+Time ~0.03 s for 300 atoms (up to ~0.15 s for long-c cells such as La dhcp), ~0.06 s for 5,000 atoms.
+Translations longer than 3.6 nn (e.g. molecular crystals) are not found.
 
 Chemistry is ignored (positions only), so random substitutions do not matter, while an ORDERED compound
 gives the lattice of its positions (e.g. the bcc lattice of CsCl-type positions).
@@ -35,9 +49,9 @@ import numpy as np
 
 from crystaljax.errors import StructureError
 
-#: A candidate translation is kept when its score is at least this fraction of the best score.
+#: A candidate translation is kept when its score is at least this fraction of the lattice level.
 KEEP_FRACTION = 0.8
-#: Below this best score (fraction of matched atoms) the input is called non-crystalline.
+#: Below this lattice level (fraction of matched atoms) the input is called non-crystalline.
 MIN_SCORE = 0.25
 #: Fewer atoms than this: no lattice is estimated.
 MIN_ATOMS = 16
@@ -455,22 +469,27 @@ def orient_finite(atoms, target: int = 250, *, core: bool = True) -> "ase.Atoms"
     shells around the atom nearest the centroid, count closest to ``target`` (the rule of
     :func:`crystaljax.cluster.sphere_cut`), in their input order.  The fingerprint then describes the local
     structure at the centre of the input, with peaks as broad as those of the ~``target``-atom training
-    clusters.  The lattice of the kept atoms is estimated with :func:`estimate_lattice`; if found, all kept
-    atoms are rotated about their centroid by the ``R`` of
-    :func:`crystaljax.cell.standard_orientation` of the estimated primitive lattice, so a fragment in any
-    orientation ends up oriented like ``standard_cell`` of the periodic primitive cell of the same crystal.
+    clusters.  The lattice of the kept atoms is estimated with :func:`estimate_lattice`; if found, its
+    metric is symmetrised (:func:`symmetrize_lattice`, tolerance 6 x the fit's rms residual, relative,
+    clipped to [0.01, ``METRIC_TOL``]) so that noise cannot make the Niggli reduction pick a basis of a
+    different shape (fcc: 60-60-60 vs 60-90-120 degrees), and all kept atoms are rotated about their
+    centroid by the ``R`` of :func:`crystaljax.cell.standard_orientation` of that lattice.  So a fragment in
+    any orientation ends up oriented like ``standard_cell`` of the periodic primitive cell of the same
+    crystal (tested to ~0.5 % of nn in the lattice vectors at 5 % noise and 40 % vacancies).
 
     Remaining ambiguity: the orientation is fixed only up to a proper automorphism of the lattice (e.g.
-    the 24 rotations of a cubic lattice), chosen by the Niggli basis ordering of the estimated lattice; no
-    atom key is used because it is not stable under noise.  For holohedral crystals (all seven crystaljax
-    classes) these rotations are crystal symmetries, so the result is the same crystal, only the fragment
-    shape may differ; a merohedral crystal may come out in orientations related by a lattice rotation that is
-    not one of its symmetries.  Lattices with near-equal reduced parameters that are not symmetry related
-    may switch between the near-equal choices under noise.
+    one of the 24 rotations of a cubic lattice), chosen by the Niggli basis ordering; no atom key is used
+    (standard_cell's key is not stable under noise).  For holohedral crystals (all seven crystaljax classes)
+    these rotations are crystal symmetries, so the result is the same crystal, only the fragment shape may
+    differ; a merohedral crystal may come out in orientations related by a lattice rotation that is not one
+    of its symmetries.  A lattice within the symmetrisation tolerance (1-5 % of the metric) of a more
+    symmetric one is oriented as that one (bct: c/a within 1 % (clean input) to 4 % (noisy) of the bcc or
+    fcc value).
 
     Output: a new non-periodic ``ase.Atoms`` (zero cell), numbers, tags and other per-atom arrays kept per
     atom; ``info`` copied plus ``info['lattice_found']`` (bool) and ``info['estimated_cell']`` ((3, 3) Å,
-    rows = the estimated primitive lattice in the OUTPUT frame (lower triangular), zeros when not found).
+    rows = the estimated primitive lattice rotated into the OUTPUT frame (lower triangular up to the
+    symmetrisation, ~1e-2 nn), zeros when not found).
     Without a lattice the (kept) atoms are returned unrotated.  Raises :class:`StructureError` for fully
     periodic input (use ``standard_cell``) or an empty structure.
     """
