@@ -100,6 +100,8 @@ class DefectConfig:
     random_levels:         if true, every call draws each non-zero level uniformly in [0, level]
                            (per structure, from its own key stream): a spread of defect strengths
                            for training augmentation.
+    renormalize:           if true, rescale the defective cluster to unit mean nearest-neighbour
+                           distance at the end, as the host pipeline scales a defective input file.
 
     Lists (e.g. from Hydra) are converted to tuples.  Levels may also be traced JAX scalars (then
     they are not validated here; ``apply_defects`` clips fractions to [0, 1]).
@@ -114,6 +116,7 @@ class DefectConfig:
     sublattice_fraction: float = 0.0
     sublattice_tag: int = 1
     random_levels: bool = False
+    renormalize: bool = False
 
     def __post_init__(self):
         def put(field, value):
@@ -130,6 +133,9 @@ class DefectConfig:
         if not isinstance(self.random_levels, (bool, np.bool_)):
             raise ValueError(f"random_levels must be true or false, got {self.random_levels!r}")
         put("random_levels", bool(self.random_levels))
+        if not isinstance(self.renormalize, (bool, np.bool_)):
+            raise ValueError(f"renormalize must be true or false, got {self.renormalize!r}")
+        put("renormalize", bool(self.renormalize))
         st = self.sublattice_tag
         if isinstance(st, (bool, np.bool_)) or not isinstance(st, (int, np.integer)):
             raise ValueError(f"sublattice_tag must be an integer, got {st!r}")
@@ -247,6 +253,26 @@ def substitute(key, s: Structure, fraction, elements) -> Structure:
     return s._replace(numbers=jnp.where(chosen, elem[pick], s.numbers))
 
 
+def renormalize(s: Structure) -> Structure:
+    """Rescale one cluster so the mean nearest-neighbour distance of its PRESENT atoms is 1 Å.
+
+    What the host pipeline does to any input (``cluster.build_cluster`` scales by the structure's own
+    mean nn distance), so a defective training cluster is scaled as a defective file would be;
+    ``nn_distance`` is multiplied by the same factor (physical positions unchanged).  O(n_max^2).
+    """
+    pos = s.positions
+    present = s.mask > 0.5
+    n = pos.shape[0]
+    d2 = jnp.sum((pos[:, None, :] - pos[None, :, :]) ** 2, axis=-1)
+    ok = present[:, None] & present[None, :] & ~jnp.eye(n, dtype=bool)
+    nn = jnp.sqrt(jnp.min(jnp.where(ok, d2, jnp.inf), axis=1))
+    valid = present & jnp.isfinite(nn)
+    count = jnp.sum(valid)
+    mean = jnp.where(count > 0, jnp.sum(jnp.where(valid, nn, 0.0)) / jnp.maximum(count, 1), 1.0)
+    mean = jax.lax.stop_gradient(jnp.where(mean > 0, mean, 1.0))
+    return s._replace(positions=pos / mean, nn_distance=s.nn_distance * mean.astype(s.nn_distance.dtype))
+
+
 def apply_defects(key, s: Structure, cfg: DefectConfig) -> Structure:
     """All defects of ``cfg`` in a fixed order: substitution, sublattice removal, vacancies,
     displacement.
@@ -272,6 +298,8 @@ def apply_defects(key, s: Structure, cfg: DefectConfig) -> Structure:
         s = vacancies(k_vac, s, cfg.vacancy_fraction)
     if not _is_static_zero(cfg.displacement_sigma):
         s = displace(k_disp, s, cfg.displacement_sigma, cfg.displacement_relative)
+    if cfg.renormalize:
+        s = renormalize(s)
     return s
 
 
@@ -294,5 +322,6 @@ __all__ = [
     "substitute",
     "remove_sublattice",
     "apply_defects",
+    "renormalize",
     "make_defect_fn",
 ]

@@ -413,3 +413,24 @@ def test_random_levels_draw_a_spread_of_strengths():
     np.testing.assert_array_equal(counts, np.asarray(fn(jax.random.split(jax.random.key(0), 64))))
     with pytest.raises(ValueError, match="random_levels"):
         DefectConfig(random_levels="yes")
+
+
+def test_renormalize_restores_unit_mean_nn_distance():
+    from ase.build import bulk
+
+    from crystaljax.cluster import prepare
+    from crystaljax.defects import DefectConfig, apply_defects
+    from crystaljax.structure import from_ase
+
+    s = from_ase(prepare(bulk("Cu", "fcc", a=3.6)))
+    cfg = DefectConfig(displacement_sigma=0.2, renormalize=True)
+    out = apply_defects(jax.random.key(1), s, cfg)
+    pos = np.asarray(out.positions, np.float64)[np.asarray(out.mask) > 0]
+    d = np.linalg.norm(pos[:, None] - pos[None], axis=-1)
+    np.fill_diagonal(d, np.inf)
+    assert d.min(1).mean() == pytest.approx(1.0, abs=1e-5)
+    # physical positions are unchanged by the rescaling
+    raw = apply_defects(jax.random.key(1), s, DefectConfig(displacement_sigma=0.2))
+    np.testing.assert_allclose(np.asarray(out.positions) * float(out.nn_distance),
+                               np.asarray(raw.positions) * float(raw.nn_distance), atol=1e-4)
+    assert float(out.nn_distance) < float(s.nn_distance)  # noise shortens the nearest neighbours
