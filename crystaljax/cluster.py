@@ -172,9 +172,14 @@ def build_cluster(atoms, target: int = 250, shape: str = "sphere") -> "ase.Atoms
     return out
 
 
-def prepare(atoms, target: int = 250, shape: str = "sphere") -> "ase.Atoms":  # noqa: F821
-    """validate -> standard_cell (periodic input only) -> build_cluster.  What the rest of crystaljax calls.
+def prepare(atoms, target: int = 250, shape: str = "sphere", orient: bool = True) -> "ase.Atoms":  # noqa: F821
+    """validate -> standard cell (periodic input) or lattice-based orientation (finite input) -> build_cluster.
 
+    What the rest of crystaljax calls.  Finite input (atom-probe data, nanoparticles, clusters cut from
+    MD) with ``orient=True`` goes through :func:`crystaljax.lattice.orient_finite`: a large fragment is
+    cut to a ball of ~``target`` atoms at its centre and, if a lattice is found, rotated into the
+    orientation its periodic primitive cell would get, so the fingerprint does not depend on the
+    frame of the file.  ``orient=False`` takes finite input exactly as given.
     Raises :class:`crystaljax.errors.StructureError` for structures that cannot be imaged.
     """
     from crystaljax.cell import standard_cell
@@ -182,4 +187,8 @@ def prepare(atoms, target: int = 250, shape: str = "sphere") -> "ase.Atoms":  # 
     validate(atoms, source=str(atoms.info.get("source", "")) if hasattr(atoms, "info") else "")
     if is_periodic(atoms):
         atoms = standard_cell(atoms)
+    elif orient:
+        from crystaljax.lattice import orient_finite
+
+        atoms = orient_finite(atoms, target=target)
     return build_cluster(atoms, target=target, shape=shape)

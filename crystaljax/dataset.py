@@ -360,11 +360,12 @@ def _resolve_elements(elements) -> list[int]:
 # --------------------------------------------------------------------------------------------
 
 
-#: How the periodic input of a structure is written before the cluster is built, with probabilities.
-#: The symmetry-free standard cell depends on the lattice of the input cell (conventional, primitive
-#: or a supercell), which changes the orientation of the cluster and so the fingerprint; real files
-#: come in all three forms, so the training data must too.
-REPRESENTATIONS = (("conventional", 0.4), ("primitive", 0.35), ("supercell", 0.25))
+#: How a crystal is written before its cluster is built, with probabilities.  The symmetry-free
+#: standard cell depends on the lattice of the input cell (conventional, primitive or a supercell),
+#: which changes the orientation of the cluster and so the fingerprint; finite fragments are
+#: oriented from an estimated lattice (crystaljax.lattice).  Real files come in all these forms,
+#: so the training data must too.
+REPRESENTATIONS = (("conventional", 0.35), ("primitive", 0.3), ("supercell", 0.2), ("finite", 0.15))
 
 
 def _representation(i: int, rec: Record) -> tuple[str, np.random.Generator]:
@@ -385,7 +386,8 @@ def _random_supercell_matrix(rng: np.random.Generator) -> np.ndarray:
 
 def cell_variant(atoms, representation: str, rng: np.random.Generator):
     """The same crystal written as its ``conventional`` cell, its ``primitive`` cell (spglib, dataset
-    side only) or a random non-diagonal ``supercell`` (determinant 2..4)."""
+    side only), a random non-diagonal ``supercell`` (determinant 2..4) or a ``finite`` ball of
+    200-600 atoms in a random orientation (non-periodic: the pipeline estimates its lattice)."""
     from ase import Atoms
     from ase.build import make_supercell
 
@@ -399,6 +401,14 @@ def cell_variant(atoms, representation: str, rng: np.random.Generator):
         return Atoms(numbers=numbers, scaled_positions=frac, cell=lattice, pbc=True)
     if representation == "supercell":
         return make_supercell(atoms, _random_supercell_matrix(rng))
+    if representation == "finite":
+        from crystaljax.cell import random_rotation
+        from crystaljax.cluster import sphere_cut
+
+        ball, _ = sphere_cut(atoms, int(rng.integers(200, 600)))
+        ball = Atoms(numbers=ball.numbers, positions=ball.positions @ random_rotation(rng).T,
+                     tags=ball.get_tags(), pbc=False)
+        return ball
     raise ValueError(f"unknown cell representation {representation!r}")
 
 

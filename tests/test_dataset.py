@@ -278,5 +278,21 @@ def test_cell_variants_are_the_same_crystal():
 def test_generated_set_mixes_representations():
     ds = D.generate(seed=3, per_class=12, progress=False, workers=1)
     reps = set(ds.meta["representation"].tolist())
-    assert reps == {"conventional", "primitive", "supercell"}
+    assert reps == {"conventional", "primitive", "supercell", "finite"}
     assert sum(ds.info["representations"].values()) == len(ds)
+
+
+def test_finite_variant_is_oriented_like_the_primitive_cell():
+    """A randomly rotated ball of a crystal, through the pipeline, images like its primitive cell."""
+    import crystaljax
+    from crystaljax.dataset import cell_variant
+    from crystaljax.prototypes import build
+
+    rng = np.random.default_rng(1)
+    for name in ("A_cF4_225_a", "A_cI2_229_a"):
+        conv = build(name, "Fe")
+        ball = cell_variant(conv, "finite", rng)
+        assert not ball.pbc.any() and 200 <= len(ball) <= 650
+        images = crystaljax.fingerprints([ball, cell_variant(conv, "primitive", rng)])
+        corr = np.corrcoef(images[0].ravel(), images[1].ravel())[0, 1]
+        assert corr > 0.9, (name, corr)
