@@ -211,7 +211,7 @@ def test_train_entry_point_smoke(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with initialize_config_dir(config_dir=str(root / "conf"), version_base="1.3"):
         cfg = compose("config", overrides=["data=tiny", "data.per_class=2", "optim.epochs=1", "optim.batch_size=8",
-                                           "logger=wandb", "+progress=false", "+export_to=exported"])
+                                           "logger=wandb", "progress=false", "export_to=exported"])
     metrics = entry.run(cfg, tmp_path / "run")
     assert metrics["steps"] == metrics["steps_per_epoch"] >= 1
     for f in ("config_resolved.yaml", "metrics.json", "model/model_card.json", "model/model.msgpack"):
