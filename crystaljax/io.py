@@ -133,6 +133,8 @@ def read_structures(path, index=":", format: str | None = None) -> list:
     formats = [format]
     if format is None and _guess_aims(p):
         formats.append("aims")
+    if format is None and p.suffix.lower() in (".xyz", ".extxyz"):
+        formats.append("xyz")  # plain XYZ when an extended-XYZ header does not match its columns
     first_error = None
     frames = None
     for fmt in formats:

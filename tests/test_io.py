@@ -220,3 +220,13 @@ def test_read_all_prototypes():
         n_conv = int(pearson[2:])
         centring = {"P": 1, "R": 1, "I": 2, "C": 2, "A": 2, "F": 4}[pearson[1]]
         assert len(g) * centring == n_conv, (path, len(g), pearson)
+
+
+def test_xyz_with_a_header_that_does_not_match_its_columns_falls_back_to_plain_xyz(tmp_path):
+    """An extended-XYZ 'Properties' line announcing a column the rows do not have: read as plain XYZ."""
+    path = tmp_path / "mismatch.xyz"
+    path.write_text('3\n# Properties=species:S:1:pos:R:3:Z:I:1 pbc="F F F"\n'
+                    "Fe 0 0 0\nFe 2.5 0 0\nFe 0 2.5 0\n")
+    (atoms,) = read_structures(path)
+    assert atoms.get_chemical_symbols() == ["Fe"] * 3
+    np.testing.assert_allclose(atoms.positions[1], [2.5, 0, 0])
