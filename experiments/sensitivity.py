@@ -66,7 +66,7 @@ def sublattice_part(opts: dict, net, fp_fn, model_classes, key, out: Path, run, 
     import jax
 
     from crystaljax import explain as ex
-    from crystaljax.defects import remove_sublattice
+    from crystaljax.defects import remove_sublattice, renormalize
     from crystaljax.pipeline import prepare_structures
     from crystaljax.prototypes import build
     from crystaljax.structure import index
@@ -82,7 +82,9 @@ def sublattice_part(opts: dict, net, fp_fn, model_classes, key, out: Path, run, 
     tags = np.asarray(s0.tags)
     real = np.asarray(s0.numbers) > 0
     out.mkdir(parents=True, exist_ok=True)
-    remove = jax.jit(remove_sublattice)  # one compilation for every fraction (the same key: nested removals)
+    # one compilation for every fraction (the same key: nested removals); the emptied cluster is rescaled to
+    # unit mean nn distance, as the pipeline scales any input file
+    remove = jax.jit(lambda k, st, f: renormalize(remove_sublattice(k, st, f)))
     rows, figures = [], []
     for step, fraction in enumerate(float(f) for f in opts["fractions"]):
         s = jax.tree.map(np.asarray, remove(key, s0, np.float32(fraction)))
