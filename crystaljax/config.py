@@ -72,6 +72,27 @@ def from_dict(cls, values: Mapping[str, Any] | None):
     return cls(**{k: v for k, v in dict(values).items() if k in names})
 
 
+def to_container(node, default=None):
+    """A plain (resolved) dict or list from an OmegaConf node; ``default`` when the node is None."""
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_container(node, resolve=True) if node is not None else default
+
+
+def experiment_output_dir(cfg, run_dir, docs_dir: str = "docs/results"):
+    """Where an experiment writes its results: ``cfg.out_dir`` if set, else ``docs_dir`` (relative to the
+    launch directory) with ``save_docs=true``, else the Hydra run directory."""
+    from pathlib import Path
+
+    from hydra.utils import to_absolute_path
+
+    if cfg.get("out_dir"):
+        return Path(to_absolute_path(str(cfg.out_dir)))
+    if cfg.get("save_docs"):
+        return Path(to_absolute_path(docs_dir))
+    return Path(run_dir)
+
+
 def register_configs() -> None:
     """Register the schemas with Hydra's ConfigStore (called by the experiment entry points)."""
     from hydra.core.config_store import ConfigStore
@@ -88,6 +109,8 @@ __all__ = [
     "DETECTOR_PRESETS",
     "detector_preset",
     "from_dict",
+    "to_container",
+    "experiment_output_dir",
     "register_configs",
     "field",
 ]

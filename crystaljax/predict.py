@@ -75,7 +75,6 @@ def classify_batch(clf: Classifier, batch) -> np.ndarray:
 def classify(structures: Sequence, *, model_dir=None, batch_size: int = 64) -> np.ndarray:
     """Class probabilities (N, 7) for a list of ``ase.Atoms`` (any size, periodic or finite)."""
     from .pipeline import prepare_structures
-    from .structure import index
 
     clf = load_classifier(model_dir)
     out = []

@@ -1041,7 +1041,6 @@ def load_predictor(model_dir, default_fingerprint: tuple | None = None) -> tuple
     else the package defaults, so the images match what the model was trained on.
     """
     from crystaljax.config import BeamConfig, DetectorConfig, FingerprintConfig, from_dict
-    from crystaljax.fingerprint import make_fingerprint_fn
     from crystaljax.train import load_model
 
     predictor, card = load_model(model_dir)

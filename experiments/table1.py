@@ -30,6 +30,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import to_absolute_path
 from omegaconf import DictConfig, OmegaConf
+from crystaljax.config import to_container, experiment_output_dir
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +45,7 @@ SMOKE = {
 
 
 def _container(node):
-    return OmegaConf.to_container(node, resolve=True) if node is not None else None
+    return to_container(node)
 
 
 def _data(cfg: DictConfig) -> dict:
@@ -63,11 +64,7 @@ def _fingerprint_defaults(cfg: DictConfig):
 
 def output_dir(cfg: DictConfig, run_dir: Path) -> Path:
     """``out_dir`` if set, else docs/results with ``save_docs=true``, else the Hydra run directory."""
-    if cfg.get("out_dir"):
-        return Path(to_absolute_path(str(cfg.out_dir)))
-    if cfg.get("save_docs"):
-        return Path(to_absolute_path("docs/results"))
-    return run_dir
+    return experiment_output_dir(cfg, run_dir)
 
 
 def run(cfg: DictConfig, run_dir: Path) -> dict:

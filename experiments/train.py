@@ -27,12 +27,13 @@ import numpy as np
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import to_absolute_path
 from omegaconf import DictConfig, OmegaConf
+from crystaljax.config import to_container
 
 log = logging.getLogger(__name__)
 
 
 def _container(node) -> dict:
-    return OmegaConf.to_container(node, resolve=True) if node is not None else {}
+    return to_container(node, default={})
 
 
 def load_data(cfg: DictConfig):
