@@ -297,3 +297,19 @@ def test_finite_variant_is_oriented_like_the_primitive_cell():
         images = crystaljax.fingerprints([ball, cell_variant(conv, "primitive", rng)])
         corr = np.corrcoef(images[0].ravel(), images[1].ravel())[0, 1]
         assert corr > 0.9, (name, corr)
+
+
+def test_make_dataset_entry_point_smoke(tmp_path):
+    """One tiny run of the Hydra entry point: the data set, its summary and the resolved config are written."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    out = tmp_path / "tiny.npz"
+    proc = subprocess.run([sys.executable, str(root / "experiments" / "make_dataset.py"), "data=tiny", "data.per_class=2",
+                           f"data.path={out}", f"hydra.run.dir={tmp_path / 'run'}"],
+                          capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    ds = D.load(out)
+    assert len(ds) == 14 and sorted(np.bincount(ds.labels).tolist()) == [2] * 7
+    assert D.summary_path(out).is_file()
