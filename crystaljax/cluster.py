@@ -26,7 +26,7 @@ from __future__ import annotations
 import numpy as np
 
 from crystaljax.errors import StructureError
-from crystaljax.io import is_periodic, validate
+from crystaljax.io import is_periodic, nearest_neighbour_distances, validate
 
 #: Width of the acceptance window around the target count, as a fraction of the target.
 COUNT_WINDOW = 0.1
@@ -39,35 +39,10 @@ def mean_nn_distance(atoms) -> float:
     anything else is treated as a finite set of points (k-d tree; ~0.1 s for 25,000 atoms).
     Requires at least two atoms (or one periodic atom).
     """
-    pos = np.asarray(atoms.positions, dtype=np.float64)
-    if is_periodic(atoms):
-        return float(np.mean(_periodic_nn(atoms)))
-    if len(pos) < 2:
+    periodic = is_periodic(atoms)
+    if not periodic and len(atoms) < 2:
         raise StructureError("nearest-neighbour distance needs at least two atoms in a finite structure")
-    from scipy.spatial import cKDTree
-
-    d, _ = cKDTree(pos).query(pos, k=2)
-    return float(np.mean(d[:, 1]))
-
-
-def _periodic_nn(atoms) -> np.ndarray:
-    """Per-atom nearest-neighbour distance (Å) in a periodic crystal, images included."""
-    from ase.neighborlist import neighbor_list
-
-    n = len(atoms)
-    cell = np.asarray(atoms.cell, dtype=np.float64)
-    # An atom's own image along the shortest cell vector is a neighbour: an upper bound for every atom.
-    upper = float(np.min(np.linalg.norm(cell, axis=1)))
-    volume = abs(float(np.linalg.det(cell)))
-    cutoff = min(upper, 1.5 * (volume / n) ** (1.0 / 3.0))
-    best = np.full(n, np.inf)
-    while True:
-        i, d = neighbor_list("id", atoms, cutoff * (1 + 1e-9) + 1e-9, self_interaction=False)
-        best = np.full(n, np.inf)
-        np.minimum.at(best, i, d)
-        if np.all(np.isfinite(best)) or cutoff >= upper:
-            return best
-        cutoff = min(upper, 2.0 * cutoff)
+    return float(np.mean(nearest_neighbour_distances(atoms, periodic)))
 
 
 def replication(n_atoms: int, cell, target: int = 250) -> tuple[int, int, int]:

@@ -46,20 +46,38 @@ def _label(source: str) -> str:
     return f"{source}: " if source else ""
 
 
-def _min_pair_distance(atoms, periodic: bool, cutoff: float) -> float:
-    """Smallest distance (Å) between two atoms (periodic images included if ``periodic``); inf if > cutoff."""
-    if periodic:
-        from ase.neighborlist import neighbor_list
+def nearest_neighbour_distances(atoms, periodic: bool | None = None) -> np.ndarray:
+    """Per-atom distance (Å) to the nearest other atom, periodic images included for periodic input.
 
-        d = neighbor_list("d", atoms, cutoff, self_interaction=False)
-        return float(d.min()) if len(d) else np.inf
+    One k-d tree over the atoms and enough periodic images to reach the shortest cell vector (an upper
+    bound on every nearest-neighbour distance); finite input uses the atoms alone (inf for a lone atom).
+    """
     from scipy.spatial import cKDTree
 
     pos = np.asarray(atoms.positions, dtype=np.float64)
-    if len(pos) < 2:
-        return np.inf
-    d, _ = cKDTree(pos).query(pos, k=2)
-    return float(d[:, 1].min())
+    if periodic is None:
+        periodic = is_periodic(atoms)
+    if not periodic:
+        if len(pos) < 2:
+            return np.full(len(pos), np.inf)
+        d, _ = cKDTree(pos).query(pos, k=2)
+        return d[:, 1]
+    cell = np.asarray(atoms.cell[:], dtype=np.float64)
+    volume = abs(float(np.linalg.det(cell)))
+    reach = float(np.min(np.linalg.norm(cell, axis=1)))
+    spacings = volume / np.linalg.norm(np.cross(np.roll(cell, -1, 0), np.roll(cell, -2, 0)), axis=1)
+    n = [int(np.ceil(reach / d - 1e-9)) for d in spacings]
+    if np.prod([2 * k + 1 for k in n]) * len(pos) > 2_000_000:  # a very skewed cell: ASE's cell lists
+        from ase.neighborlist import neighbor_list
+
+        i, d = neighbor_list("id", atoms, reach * (1 + 1e-9) + 1e-9, self_interaction=False)
+        best = np.full(len(pos), np.inf)
+        np.minimum.at(best, i, d)
+        return best
+    shifts = np.stack(np.meshgrid(*[np.arange(-k, k + 1) for k in n], indexing="ij"), -1).reshape(-1, 3) @ cell
+    images = (pos[None, :, :] + shifts[:, None, :]).reshape(-1, 3)
+    d, _ = cKDTree(images).query(pos, k=2)  # the first hit is the atom itself
+    return d[:, 1]
 
 
 def validate(atoms, source: str = ""):
@@ -96,7 +114,7 @@ def validate(atoms, source: str = ""):
     periodic = fully_pbc  # volume checked above
     if n == 1 and not periodic:
         raise StructureError(f"{where}a single atom without a periodic cell cannot be imaged")
-    dmin = _min_pair_distance(atoms, periodic, MIN_DISTANCE)
+    dmin = float(np.min(nearest_neighbour_distances(atoms, periodic)))
     if dmin < MIN_DISTANCE:
         raise StructureError(f"{where}overlapping atoms (two atoms {dmin:.3g} A apart)")
     return atoms
