@@ -48,7 +48,7 @@ def test_finite_structure_taken_as_given():
     (Atoms(), "atoms"),
     (Atoms("Cu", positions=[[0, 0, 0]]), "atom"),
     (Atoms("Cu2", positions=[[0, 0, 0], [np.nan, 0, 0]]), "NaN"),
-    (Atoms("Cu", cell=[[1, 0, 0], [0, 1, 0], [0, 0, 0]], pbc=True), ""),
+    (Atoms("Cu", cell=[[1, 0, 0], [0, 1, 0], [0, 0, 0]], pbc=True), "volume"),
 ])
 def test_bad_structures_raise_typed_errors(atoms, message):
     with pytest.raises(crystaljax.StructureError, match=message):
