@@ -93,6 +93,24 @@ def experiment_output_dir(cfg, run_dir, docs_dir: str = "docs/results"):
     return Path(run_dir)
 
 
+def start_experiment(cfg, run_dir, name: str, docs_dir: str = "docs/results"):
+    """Create the run and output directories and write the resolved config into both; returns the output
+    directory (see :func:`experiment_output_dir`)."""
+    from pathlib import Path
+
+    from omegaconf import OmegaConf
+
+    run_dir = Path(run_dir)
+    out = experiment_output_dir(cfg, run_dir, docs_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    resolved = OmegaConf.to_yaml(cfg, resolve=True)
+    (run_dir / "config_resolved.yaml").write_text(resolved)
+    if out != run_dir:
+        (out / f"{name}_config.yaml").write_text(resolved)
+    return out
+
+
 def register_configs() -> None:
     """Register the schemas with Hydra's ConfigStore (called by the experiment entry points)."""
     from hydra.core.config_store import ConfigStore
@@ -111,6 +129,7 @@ __all__ = [
     "from_dict",
     "to_container",
     "experiment_output_dir",
+    "start_experiment",
     "register_configs",
     "field",
 ]

@@ -95,6 +95,13 @@ def plot_confusion(cm, classes: Sequence[str], path, *, normalize: bool = True, 
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
     if title:
         ax.set_title(title)
+    return save_figure(fig, path)
+
+
+def save_figure(fig, path) -> Path:
+    """Lay out, write (creating the folder) and close a matplotlib figure; returns the path."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -103,4 +110,4 @@ def plot_confusion(cm, classes: Sequence[str], path, *, normalize: bool = True, 
     return path
 
 
-__all__ = ["accuracy", "per_class_accuracy", "confusion_matrix", "classification_report", "plot_confusion"]
+__all__ = ["save_figure", "accuracy", "per_class_accuracy", "confusion_matrix", "classification_report", "plot_confusion"]

@@ -52,6 +52,7 @@ import jax.numpy as jnp
 
 from crystaljax import defects as _defects
 from crystaljax.dataset import CLASSES, Dataset, to_atoms
+from crystaljax.evaluate import save_figure
 from crystaljax.structure import Structure, from_arrays, pad_to
 
 PredictFn = Callable[[np.ndarray], np.ndarray]
@@ -801,12 +802,7 @@ def plot_table1(results: Mapping, path) -> Path:
         ax.grid(alpha=0.3)
     if kinds:
         axes[0][0].legend(fontsize=7, loc="lower left")
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 # --------------------------------------------------------------------------------------------
@@ -988,12 +984,7 @@ def plot_bcc_sc(res: Mapping, path) -> Path:
     ax.set_title(f"bcc -> sc ({res['n_structures']} structures x {len(res['seeds'])} seeds)")
     ax.legend()
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def plot_rhombohedral(res: Mapping, special: Mapping[str, float], path) -> Path:
@@ -1021,12 +1012,7 @@ def plot_rhombohedral(res: Mapping, special: Mapping[str, float], path) -> Path:
         ax.set_title(f"A_hR1_166_a ({r.get('element', '')}), {setting} cell", fontsize=9)
         ax.legend(fontsize=7, ncol=4, loc="center right")
         ax.grid(alpha=0.3)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 # --------------------------------------------------------------------------------------------

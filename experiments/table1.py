@@ -29,8 +29,8 @@ from pathlib import Path
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import to_absolute_path
-from omegaconf import DictConfig, OmegaConf
-from crystaljax.config import to_container, experiment_output_dir
+from omegaconf import DictConfig
+from crystaljax.config import experiment_output_dir, start_experiment, to_container
 
 log = logging.getLogger(__name__)
 
@@ -72,13 +72,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     from crystaljax import sweeps, tracking
 
     t0 = time.perf_counter()
-    out = output_dir(cfg, run_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    resolved = OmegaConf.to_yaml(cfg, resolve=True)
-    (run_dir / "config_resolved.yaml").write_text(resolved)
-    if out != run_dir:
-        (out / "table1_config.yaml").write_text(resolved)
+    out = start_experiment(cfg, run_dir, "table1")
 
     smoke = bool(cfg.get("smoke", False))
     levels = {k: [str(x) if k == "substitution" else float(x) for x in v] for k, v in _container(cfg.levels).items()}

@@ -34,8 +34,8 @@ import hydra
 import numpy as np
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import to_absolute_path
-from omegaconf import DictConfig, OmegaConf
-from crystaljax.config import to_container, experiment_output_dir
+from omegaconf import DictConfig
+from crystaljax.config import experiment_output_dir, start_experiment, to_container
 
 log = logging.getLogger(__name__)
 
@@ -105,13 +105,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     from crystaljax.prototypes import MU_BCC, MU_FCC, MU_SC
 
     t0 = time.perf_counter()
-    out = output_dir(cfg, run_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    resolved = OmegaConf.to_yaml(cfg, resolve=True)
-    (run_dir / "config_resolved.yaml").write_text(resolved)
-    if out != run_dir:
-        (out / "transitions_config.yaml").write_text(resolved)
+    out = start_experiment(cfg, run_dir, "transitions")
     smoke = bool(cfg.get("smoke", False))
     progress = bool(cfg.get("progress", True))
     bs = int(cfg.get("batch_size", 32))
