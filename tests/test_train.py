@@ -219,3 +219,25 @@ def test_train_entry_point_smoke(tmp_path, monkeypatch):
     assert any((tmp_path / "run").glob("confusion_*.png"))
     predictor, card = T.load_model(tmp_path / "exported")
     assert card["classes"] and card["detector"]["n_pixels"] == 64 and card["n_parameters"] == 365_719
+
+
+def test_fingerprints_inside_the_step_equal_the_standalone_ones():
+    """A step imaging structures on device takes exactly the step fed the public API's fingerprints."""
+    from ase.build import bulk
+
+    import crystaljax
+    from crystaljax.fingerprint import make_fingerprint_fn
+
+    atoms = [bulk("Cu", "fcc", a=3.6), bulk("Fe", "bcc", a=2.87), bulk("Mg", "hcp", a=3.2, c=5.2),
+             bulk("Si", "diamond", a=5.43)]
+    structures = crystaljax.prepare_structures(atoms)
+    images = crystaljax.fingerprints(atoms)  # host API, batched on device by its own jitted function
+    labels = jnp.asarray([4, 6, 2, 5], jnp.int32)
+    optimizer = T.make_optimizer(T.OptimConfig())
+    graphdef, state = T.init_state(ModelConfig(), optimizer, seed=0)
+    key = jax.random.key(3)
+    inside, m_inside = T.make_train_step(graphdef, optimizer, make_fingerprint_fn())(state, (structures, labels), key)
+    outside, m_outside = T.make_train_step(graphdef, optimizer, None)(state, (jnp.asarray(images), labels), key)
+    assert float(m_inside["loss"]) == pytest.approx(float(m_outside["loss"]), rel=1e-5)
+    for a, b in zip(jax.tree.leaves(inside.params), jax.tree.leaves(outside.params)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-6)
