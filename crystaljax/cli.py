@@ -120,7 +120,7 @@ def cmd_classify(args) -> int:
         print(",".join(["file", "frame", "label", *clf.classes]))
         for r in rows:
             print(",".join([r["file"], str(r["frame"]), r["label"], *(f"{v:.6f}" for v in r["probabilities"].values())]))
-    else:
+    elif rows:
         width = max([len(r["file"]) + (len(str(r["frame"])) + 2 if r["frame"] else 0) for r in rows] + [4])
         print(f"{'file':<{width}}  {'class':<8} {'prob':>6}   runner-up")
         for r in rows:
