@@ -62,6 +62,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from crystaljax.evaluate import save_figure
 from crystaljax.model import POOL_AFTER, ConvNet, ModelConfig, build_model
 from crystaljax.structure import Structure
 
@@ -658,11 +659,7 @@ def plot_response_maps(maps: Mapping[int, ResponseMaps | Any], path, *, image=No
                     ax.set_ylabel(f"conv {layer + 1}\n{CHANNEL_NAMES[c] if n_ch == 3 else c}", fontsize=7)
     if title:
         fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    return path
+    return save_figure(fig, path)
 
 
 def plot_class_templates(templates, class_names: Sequence[str], path, *, counts=None, title: str | None = None) -> Path:
@@ -694,11 +691,7 @@ def plot_class_templates(templates, class_names: Sequence[str], path, *, counts=
                 ax.set_ylabel(CHANNEL_NAMES[c] if n_ch == 3 else str(c), fontsize=7)
     axes[0, 0].set_ylabel("RGB", fontsize=7)
     fig.suptitle(title or "class templates: sum of last-conv-layer response maps", fontsize=10)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    return path
+    return save_figure(fig, path)
 
 
 def plot_saliency(structure: Structure, saliency, path, *, title: str | None = None, label: str = "saliency",
@@ -748,11 +741,7 @@ def plot_fingerprint(image, path, *, title: str | None = None) -> Path:
     _off(ax)
     if title:
         ax.set_title(title, fontsize=9)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    return path
+    return save_figure(fig, path)
 
 
 # --------------------------------------------------------------------------------------------

@@ -37,6 +37,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import to_absolute_path
 from omegaconf import DictConfig, OmegaConf
 from crystaljax.config import to_container
+from crystaljax.evaluate import save_figure
 
 log = logging.getLogger(__name__)
 
@@ -157,9 +158,7 @@ def plot_sublattice(rows: list, classes: list, path: Path, q: str = "p") -> Path
         a.set_xlabel("body-centre atoms removed (%)")
         a.legend(fontsize=7)
     fig.suptitle("bcc -> sc by sublattice removal: which atoms drive the decision", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path)
-    return path
+    return save_figure(fig, path)
 
 
 def displacement_part(opts: dict, net, fp_fn, model_classes, key, configs, run, tracking, step0: int) -> dict:
@@ -239,9 +238,7 @@ def plot_displacement(result: dict, path: Path) -> Path:
         a.set_xlabel("displacement sigma (Å)")
         a.legend(fontsize=7)
     fig.suptitle("fingerprint sensitivity versus random displacements", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path)
-    return path
+    return save_figure(fig, path)
 
 
 def run(cfg: DictConfig, run_dir: Path) -> dict:
