@@ -21,9 +21,9 @@ import jax.numpy as jnp
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
 
-from crystaljax.cluster import prepare  # noqa: E402
-from crystaljax.fingerprint import batch_fingerprints, make_fingerprint_fn  # noqa: E402
-from crystaljax.reference import fingerprint_numpy  # noqa: E402
+from crystaljax.structures.cluster import prepare  # noqa: E402
+from crystaljax.physics.fingerprint import batch_fingerprints, make_fingerprint_fn  # noqa: E402
+from crystaljax.physics.reference import fingerprint_numpy  # noqa: E402
 from crystaljax.structure import from_ase, stack  # noqa: E402
 
 

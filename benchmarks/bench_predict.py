@@ -16,10 +16,10 @@ import numpy as np
 
 
 def write_files(directory: Path, n: int, seed: int = 0) -> list[Path]:
-    """``n`` CIF files of random prototypes/elements of the seven classes (made by crystaljax.prototypes)."""
+    """``n`` CIF files of random prototypes/elements of the seven classes (made by crystaljax.structures.prototypes)."""
     import ase.io
 
-    from crystaljax import prototypes
+    from crystaljax.structures import prototypes
 
     rng = np.random.default_rng(seed)
     names = sorted(prototypes.PROTOTYPES)
@@ -34,9 +34,9 @@ def write_files(directory: Path, n: int, seed: int = 0) -> list[Path]:
 
 
 def run(paths, batch: int, model_dir=None) -> dict:
-    from crystaljax.cluster import prepare
-    from crystaljax.io import read_structures
-    from crystaljax.predict import classify_batch, load_classifier
+    from crystaljax.structures.cluster import prepare
+    from crystaljax.structures.io import read_structures
+    from crystaljax.learn.predict import classify_batch, load_classifier
     from crystaljax.structure import from_ase, pad_to, stack
 
     clf = load_classifier(model_dir)

@@ -27,12 +27,12 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=5)
     args = parser.parse_args()
 
-    from crystaljax import dataset
-    from crystaljax.defects import DefectConfig, make_defect_fn
-    from crystaljax.fingerprint import make_fingerprint_fn
-    from crystaljax.model import ModelConfig
+    from crystaljax.structures import dataset
+    from crystaljax.physics.defects import DefectConfig, make_defect_fn
+    from crystaljax.physics.fingerprint import make_fingerprint_fn
+    from crystaljax.learn.model import ModelConfig
     from crystaljax.structure import index, pad_to
-    from crystaljax.train import OptimConfig, init_state, make_optimizer, make_train_step
+    from crystaljax.learn.train import OptimConfig, init_state, make_optimizer, make_train_step
 
     ds = dataset.tiny(seed=0, per_class=max(1, -(-args.batch // 7)))
     idx = np.arange(args.batch) % len(ds)

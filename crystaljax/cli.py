@@ -35,9 +35,9 @@ def _save_png(image, path: Path) -> None:
 def cmd_fingerprint(args) -> int:
     import numpy as np
 
-    from .config import detector_preset
-    from .io import read_structures
-    from .pipeline import fingerprints
+    from crystaljax.config import detector_preset
+    from crystaljax.structures.io import read_structures
+    from crystaljax.pipeline import fingerprints
 
     detector = detector_preset(args.detector)
     structures = read_structures(args.file)
@@ -60,8 +60,8 @@ def cmd_fingerprint(args) -> int:
 
 def _read_all(paths, errors):
     """(source label, frame index, atoms) for every readable frame; problems appended to ``errors``."""
-    from .errors import CrystalJaxError
-    from .io import read_structures
+    from crystaljax.errors import CrystalJaxError
+    from crystaljax.structures.io import read_structures
 
     items = []
     for path in paths:
@@ -79,10 +79,10 @@ def cmd_classify(args) -> int:
 
     import numpy as np
 
-    from .cluster import prepare
-    from .errors import CrystalJaxError
-    from .predict import classify_batch, load_classifier
-    from .structure import from_ase, pad_to, stack
+    from crystaljax.structures.cluster import prepare
+    from crystaljax.errors import CrystalJaxError
+    from crystaljax.learn.predict import classify_batch, load_classifier
+    from crystaljax.structure import from_ase, pad_to, stack
 
     clf = load_classifier(args.model)
     errors: list[str] = []
@@ -131,7 +131,7 @@ def cmd_classify(args) -> int:
 
 
 def cmd_explain(args) -> int:
-    from .explain import explain_file
+    from crystaljax.analysis.explain import explain_file
 
     summary = explain_file(args.file, args.out, model_dir=args.model)
     out = Path(args.out)
@@ -176,7 +176,7 @@ def main(argv=None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     parser = build_parser()
     args = parser.parse_args(argv)
-    from .errors import CrystalJaxError
+    from crystaljax.errors import CrystalJaxError
 
     try:
         return args.func(args)

@@ -14,11 +14,11 @@ import numpy as np
 
 import jax
 
-from .cell import random_rotation, rotate
-from .cluster import prepare
-from .config import BeamConfig, DetectorConfig, FingerprintConfig
-from .fingerprint import batch_fingerprints, make_fingerprint_fn
-from .structure import Structure, from_ase, index, pad_to, stack
+from crystaljax.structures.cell import random_rotation, rotate
+from crystaljax.structures.cluster import prepare
+from crystaljax.config import BeamConfig, DetectorConfig, FingerprintConfig
+from crystaljax.physics.fingerprint import batch_fingerprints, make_fingerprint_fn
+from crystaljax.structure import Structure, from_ase, index, pad_to, stack
 
 #: Structures imaged per device call by :func:`fingerprints`.
 DEVICE_BATCH = 32

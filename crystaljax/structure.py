@@ -85,20 +85,6 @@ def from_ase(atoms, n_max: int | None = None) -> Structure:
     )
 
 
-def to_ase(structure: Structure):
-    """The atoms of one (unbatched) ``Structure`` with mask 1, as a non-periodic ``ase.Atoms``."""
-    from ase import Atoms
-
-    keep = np.asarray(structure.mask) > 0.5
-    atoms = Atoms(
-        numbers=np.asarray(structure.numbers)[keep],
-        positions=np.asarray(structure.positions, dtype=np.float64)[keep],
-        tags=np.asarray(structure.tags)[keep],
-    )
-    atoms.info["nn_distance"] = float(np.asarray(structure.nn_distance))
-    return atoms
-
-
 def stack(structures: Sequence[Structure], n_max: int | None = None) -> Structure:
     """Batch structures along a new leading axis, re-padding all to a common ``n_max``."""
     if len(structures) == 0:

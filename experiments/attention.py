@@ -5,7 +5,7 @@
     python experiments/attention.py save_docs=true                  # also copy figures to docs/figures
     python experiments/attention.py model_dir=outputs/<run>/model attention.rule=deconvnet
 
-For each class: the pristine representative structure (crystaljax.explain.REPRESENTATIVES, the
+For each class: the pristine representative structure (crystaljax.analysis.explain.REPRESENTATIVES, the
 AFLOW example of the class's first prototype) is fingerprinted, and the top-k response maps of
 conv layers 1, 3 and 6 are back-projected into image space; the class template is the mean over
 ``n_per_class`` structures of the summed last-layer response maps (Fig. 5b).
@@ -63,9 +63,9 @@ def peak_overlap(maps: np.ndarray, image: np.ndarray, threshold: float) -> dict:
 
 
 def run(cfg: DictConfig, run_dir: Path) -> dict:
-    from crystaljax import explain as ex
-    from crystaljax import tracking
-    from crystaljax.dataset import CLASSES
+    from crystaljax.analysis import explain as ex
+    from crystaljax.learn import tracking
+    from crystaljax.structures.dataset import CLASSES
     from crystaljax.pipeline import prepare_structures
     from crystaljax.structure import index
 

@@ -19,7 +19,7 @@ import hydra
 from hydra.utils import to_absolute_path
 from omegaconf import DictConfig, OmegaConf
 
-from crystaljax import dataset
+from crystaljax.structures import dataset
 from crystaljax.config import from_dict
 
 

@@ -37,7 +37,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import to_absolute_path
 from omegaconf import DictConfig, OmegaConf
 from crystaljax.config import to_container
-from crystaljax.evaluate import save_figure
+from crystaljax.learn.evaluate import save_figure
 
 log = logging.getLogger(__name__)
 
@@ -67,10 +67,10 @@ def sublattice_part(opts: dict, net, fp_fn, model_classes, key, out: Path, run, 
     """Part (a); returns (rows, figure paths)."""
     import jax
 
-    from crystaljax import explain as ex
-    from crystaljax.defects import remove_sublattice, renormalize
+    from crystaljax.analysis import explain as ex
+    from crystaljax.physics.defects import remove_sublattice, renormalize
     from crystaljax.pipeline import prepare_structures
-    from crystaljax.prototypes import build
+    from crystaljax.structures.prototypes import build
     from crystaljax.structure import index
 
     classes = [c for c in opts["classes"]]
@@ -165,8 +165,8 @@ def displacement_part(opts: dict, net, fp_fn, model_classes, key, configs, run, 
     """Part (b); returns {class: [row per sigma]}."""
     import jax
 
-    from crystaljax import explain as ex
-    from crystaljax.defects import displace
+    from crystaljax.analysis import explain as ex
+    from crystaljax.physics.defects import displace
     from crystaljax.pipeline import prepare_structures
     from crystaljax.structure import index
 
@@ -244,9 +244,9 @@ def plot_displacement(result: dict, path: Path) -> Path:
 def run(cfg: DictConfig, run_dir: Path) -> dict:
     import jax
 
-    from crystaljax import explain as ex
-    from crystaljax import tracking
-    from crystaljax.dataset import CLASSES
+    from crystaljax.analysis import explain as ex
+    from crystaljax.learn import tracking
+    from crystaljax.structures.dataset import CLASSES
 
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config_resolved.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))

@@ -7,11 +7,11 @@
 
 The test split's pristine clusters get displacements (sigma, physical Å), vacancies and
 substitutions (binary / ternary alloys) on device, one key per structure, level and seed
-(``crystaljax.sweeps``); accuracy is measured against the parent class.  spglib sees the same kind
+(``crystaljax.analysis.sweeps``); accuracy is measured against the parent class.  spglib sees the same kind
 of defect, with the same keys, on periodic ~250-atom supercells of the conventional cells and is
 correct when it returns the parent's space group.
 
-Writes ``table1.json`` (accuracies, schema in ``crystaljax.sweeps``), ``table1_details.json``
+Writes ``table1.json`` (accuracies, schema in ``crystaljax.analysis.sweeps``), ``table1_details.json``
 (per-class accuracy, confusion matrices, per-seed accuracies, spglib space groups, timings),
 ``table1.md`` (layout of the paper's Table 1), ``table1.png`` and ``config_resolved.yaml`` into the
 output directory, and logs every accuracy to W&B (``logger=wandb``; offline by default).
@@ -69,7 +69,8 @@ def output_dir(cfg: DictConfig, run_dir: Path) -> Path:
 
 def run(cfg: DictConfig, run_dir: Path) -> dict:
     """Compute Table 1 and write every artefact; returns the results dict (table1.json)."""
-    from crystaljax import sweeps, tracking
+    from crystaljax.analysis import sweeps
+    from crystaljax.learn import tracking
 
     t0 = time.perf_counter()
     out = start_experiment(cfg, run_dir, "table1")

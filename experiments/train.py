@@ -8,7 +8,7 @@
 
 Writes into the Hydra run directory: ``config_resolved.yaml``, ``metrics.json`` (per split accuracy,
 per-class accuracy, confusion matrix; per-epoch history; tracking info), ``confusion_<split>.png``,
-``model/`` (``model.msgpack`` + ``model_card.json``, loadable with ``crystaljax.train.load_model``)
+``model/`` (``model.msgpack`` + ``model_card.json``, loadable with ``crystaljax.learn.train.load_model``)
 and ``checkpoints/`` (Orbax, one per epoch; re-running with ``hydra.run.dir=<that dir>`` resumes).
 """
 
@@ -40,7 +40,7 @@ def load_data(cfg: DictConfig):
     """The Dataset named by ``cfg.data``: ``data=tiny`` is generated on the fly (seconds), anything
     else is read from ``cfg.data.path`` (relative to the launch directory; make it with
     experiments/make_dataset.py)."""
-    from crystaljax import dataset
+    from crystaljax.structures import dataset
 
     data = _container(cfg.data)
     if data.get("name") == "tiny":
@@ -56,8 +56,8 @@ def load_data(cfg: DictConfig):
 def build_fns(cfg: DictConfig):
     """(fingerprint_fn, defect_fn or None, configs dict) from the detector/beam/fingerprint/defect groups."""
     from crystaljax.config import BeamConfig, DetectorConfig, FingerprintConfig, from_dict
-    from crystaljax.defects import DefectConfig, make_defect_fn
-    from crystaljax.fingerprint import make_fingerprint_fn
+    from crystaljax.physics.defects import DefectConfig, make_defect_fn
+    from crystaljax.physics.fingerprint import make_fingerprint_fn
 
     detector = from_dict(DetectorConfig, _container(cfg.detector))
     beam = from_dict(BeamConfig, _container(cfg.beam))
@@ -75,10 +75,10 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     import jax
     import flax
 
-    from crystaljax import evaluate, tracking
-    from crystaljax.dataset import CLASSES
-    from crystaljax.model import ModelConfig
-    from crystaljax.train import OptimConfig, fit, save_model
+    from crystaljax.learn import evaluate, tracking
+    from crystaljax.structures.dataset import CLASSES
+    from crystaljax.learn.model import ModelConfig
+    from crystaljax.learn.train import OptimConfig, fit, save_model
 
     logging.getLogger("absl").setLevel(logging.WARNING)  # Orbax logs every checkpoint step at INFO
     run_dir.mkdir(parents=True, exist_ok=True)

@@ -14,7 +14,7 @@
     the width in mu of the windows predicted bcc, sc and fcc around them.  The path cell is handed to
     the pipeline in the 3-atom hexagonal setting and/or as the 1-atom primitive rhombohedral cell
     (``rhombohedral.settings``): the symmetry-free standard cell keeps the lattice it is given, so
-    the two give differently oriented clusters (see ``crystaljax.sweeps.RH_SETTINGS``).
+    the two give differently oriented clusters (see ``crystaljax.analysis.sweeps.RH_SETTINGS``).
     ``transitions.json`` holds ``rhombohedral.<setting>`` for each.
 
 Writes ``transitions.json``, ``bcc_sc.png``, ``rhombohedral.png`` and ``config_resolved.yaml`` into
@@ -53,8 +53,9 @@ def output_dir(cfg: DictConfig, run_dir: Path) -> Path:
 
 def bcc_structures(cfg: DictConfig, bcfg: dict, smoke: bool):
     """(batched bcc clusters with tags, key indices, description) per ``cfg.bcc_sc``."""
-    from crystaljax import structure, sweeps
-    from crystaljax.dataset import CLASSES
+    from crystaljax import structure
+    from crystaljax.analysis import sweeps
+    from crystaljax.structures.dataset import CLASSES
 
     source = str(bcfg.get("source", "test"))
     cap = SMOKE["n_structures"] if smoke else bcfg.get("n_structures")
@@ -100,9 +101,10 @@ def bcc_structures(cfg: DictConfig, bcfg: dict, smoke: bool):
 
 def run(cfg: DictConfig, run_dir: Path) -> dict:
     """Both transitions; writes transitions.json and the two PNGs; returns the JSON dict."""
-    from crystaljax import sweeps, tracking
+    from crystaljax.analysis import sweeps
+    from crystaljax.learn import tracking
     from crystaljax.config import BeamConfig, DetectorConfig, FingerprintConfig, from_dict
-    from crystaljax.prototypes import MU_BCC, MU_FCC, MU_SC
+    from crystaljax.structures.prototypes import MU_BCC, MU_FCC, MU_SC
 
     t0 = time.perf_counter()
     out = start_experiment(cfg, run_dir, "transitions")

@@ -11,7 +11,7 @@ import pytest
 from ase import Atoms
 from ase.build import bulk
 
-from crystaljax.cell import random_rotation, rotate, standard_cell
+from crystaljax.structures.cell import random_rotation, rotate, standard_cell
 from crystaljax.errors import StructureError
 
 UNIMODULAR = [

@@ -9,8 +9,8 @@ import pytest
 from ase import Atoms
 from ase.build import bulk
 
-from crystaljax.cell import random_rotation, rotate, standard_cell
-from crystaljax.cluster import build_cluster, mean_nn_distance, prepare, replication
+from crystaljax.structures.cell import random_rotation, rotate, standard_cell
+from crystaljax.structures.cluster import build_cluster, mean_nn_distance, prepare, replication
 from crystaljax.errors import StructureError
 
 A_SC, A_FCC, A_BCC, A_DIA, A_HCP, C_HCP = 3.35, 3.61, 2.87, 3.567, 3.21, 5.21
@@ -25,7 +25,7 @@ CRYSTALS = {
     "hcp": (lambda: bulk("Mg", "hcp", a=A_HCP, c=C_HCP), min(A_HCP, np.sqrt(A_HCP**2 / 3 + C_HCP**2 / 4))),
     "diamond": (lambda: bulk("C", "diamond", a=A_DIA), A_DIA * np.sqrt(3) / 4),
 }
-# expected replication for target 250 (see the rule in crystaljax.cluster)
+# expected replication for target 250 (see the rule in crystaljax.structures.cluster)
 EXPECTED_CELLS = {
     "sc": (6, 6, 7), "fcc": (6, 6, 7), "fcc_conv": (4, 4, 4), "bcc": (6, 6, 7), "bcc_conv": (5, 5, 5),
     "hcp": (5, 6, 4), "diamond": (5, 5, 5),

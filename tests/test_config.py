@@ -6,11 +6,11 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from crystaljax.config import BeamConfig, DetectorConfig, FingerprintConfig, detector_preset, from_dict, to_container
-from crystaljax.dataset import DataConfig
-from crystaljax.defects import DefectConfig
-from crystaljax.model import ModelConfig
-from crystaljax.tracking import LoggerConfig
-from crystaljax.train import OptimConfig
+from crystaljax.structures.dataset import DataConfig
+from crystaljax.physics.defects import DefectConfig
+from crystaljax.learn.model import ModelConfig
+from crystaljax.learn.tracking import LoggerConfig
+from crystaljax.learn.train import OptimConfig
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 GROUPS = ["detector", "beam", "defect", "data", "model", "optim", "logger"]

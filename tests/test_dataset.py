@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import spglib
 
-from crystaljax import dataset as D
-from crystaljax import prototypes as P
+from crystaljax.structures import dataset as D
+from crystaljax.structures import prototypes as P
 from crystaljax.structure import Structure
 
 REFERENCE_DIR = Path("/work/shared/data/prototypes")
@@ -259,9 +259,9 @@ def test_spglib_rule_rejects_higher_symmetry():
 
 def test_cell_variants_are_the_same_crystal():
     """Primitive and supercell representations keep the space group; they change the standard-cell lattice."""
-    from crystaljax.cell import standard_cell
-    from crystaljax.dataset import cell_variant, spacegroup_number
-    from crystaljax.prototypes import build
+    from crystaljax.structures.cell import standard_cell
+    from crystaljax.structures.dataset import cell_variant, spacegroup_number
+    from crystaljax.structures.prototypes import build
 
     rng = np.random.default_rng(0)
     for name, sg in [("A_cF4_225_a", 225), ("A_cI2_229_a", 229), ("A_tI4_141_a", 141), ("A_hR2_166_c", 166)]:
@@ -286,8 +286,8 @@ def test_generated_set_mixes_representations():
 def test_finite_variant_is_oriented_like_the_primitive_cell():
     """A randomly rotated ball of a crystal, through the pipeline, images like its primitive cell."""
     import crystaljax
-    from crystaljax.dataset import cell_variant
-    from crystaljax.prototypes import build
+    from crystaljax.structures.dataset import cell_variant
+    from crystaljax.structures.prototypes import build
 
     rng = np.random.default_rng(1)
     for name in ("A_cF4_225_a", "A_cI2_229_a"):

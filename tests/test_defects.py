@@ -1,4 +1,4 @@
-"""Tests for crystaljax.defects: exact counts, statistics, jit/vmap/grad, configs, bcc -> sc."""
+"""Tests for crystaljax.physics.defects: exact counts, statistics, jit/vmap/grad, configs, bcc -> sc."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 
 from crystaljax import structure
-from crystaljax.defects import (
+from crystaljax.physics.defects import (
     DefectConfig,
     apply_defects,
     displace,
@@ -399,7 +399,7 @@ def test_hydra_group_override(tmp_path):
 
 def test_random_levels_draw_a_spread_of_strengths():
     """random_levels: vacancy counts vary between keys, never exceed the maximum, and are reproducible."""
-    from crystaljax.defects import DefectConfig, apply_defects
+    from crystaljax.physics.defects import DefectConfig, apply_defects
     from crystaljax.structure import from_arrays
 
     s = from_arrays(np.random.default_rng(0).normal(size=(200, 3)), np.full(200, 26), n_max=208)
@@ -418,8 +418,8 @@ def test_random_levels_draw_a_spread_of_strengths():
 def test_renormalize_restores_unit_mean_nn_distance():
     from ase.build import bulk
 
-    from crystaljax.cluster import prepare
-    from crystaljax.defects import DefectConfig, apply_defects
+    from crystaljax.structures.cluster import prepare
+    from crystaljax.physics.defects import DefectConfig, apply_defects
     from crystaljax.structure import from_ase
 
     s = from_ase(prepare(bulk("Cu", "fcc", a=3.6)))

@@ -18,8 +18,8 @@ ROOT = Path(__file__).resolve().parents[1]
 def model_dir(tmp_path_factory):
     import optax
 
-    from crystaljax import train
-    from crystaljax.model import ModelConfig
+    from crystaljax.learn import train
+    from crystaljax.learn.model import ModelConfig
 
     cfg = ModelConfig()
     _, state = train.init_state(cfg, optax.adam(1e-3), seed=0)

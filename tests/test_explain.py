@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from crystaljax import explain as ex
+from crystaljax.analysis import explain as ex
 from crystaljax.config import BeamConfig, DetectorConfig, FingerprintConfig
-from crystaljax.fingerprint import make_fingerprint_fn
-from crystaljax.model import ConvNet
+from crystaljax.physics.fingerprint import make_fingerprint_fn
+from crystaljax.learn.model import ConvNet
 from crystaljax.structure import from_arrays
 
 from conftest import lattice_cluster
@@ -54,9 +54,9 @@ def tiny_model_dir(net, tmp_path_factory):
     import dataclasses
     from types import SimpleNamespace
 
-    from crystaljax.dataset import CLASSES
-    from crystaljax.model import ModelConfig
-    from crystaljax.train import save_model
+    from crystaljax.structures.dataset import CLASSES
+    from crystaljax.learn.model import ModelConfig
+    from crystaljax.learn.train import save_model
 
     cfg = ModelConfig(n_classes=7, filters=FILTERS, kernel=3, dense=8, image_size=16)
     card = {"classes": list(CLASSES), "detector": dataclasses.asdict(TINY_DET)}

@@ -8,10 +8,10 @@ import jax.numpy as jnp
 
 from conftest import lattice_cluster
 from crystaljax.config import BeamConfig, DetectorConfig, FingerprintConfig, detector_preset
-from crystaljax.detector import pixel_coordinates, radial_pixel_distance
-from crystaljax.fingerprint import (batch_fingerprints, diffraction_pattern, make_fingerprint_fn, rotation_matrix,
+from crystaljax.physics.detector import pixel_coordinates, radial_pixel_distance
+from crystaljax.physics.fingerprint import (batch_fingerprints, diffraction_pattern, make_fingerprint_fn, rotation_matrix,
                                     sincos)
-from crystaljax.reference import fingerprint_numpy, pattern_numpy
+from crystaljax.physics.reference import fingerprint_numpy, pattern_numpy
 from crystaljax.structure import from_arrays, stack
 
 FCC = ([[0, 0, 0], [0, .5, .5], [.5, 0, .5], [.5, .5, 0]], np.eye(3) * np.sqrt(2))

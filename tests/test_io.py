@@ -14,7 +14,7 @@ from ase.build import bulk
 import ase.io
 
 from crystaljax.errors import CrystalJaxError, InputFileError, StructureError
-from crystaljax.io import is_periodic, read_structures, validate
+from crystaljax.structures.io import is_periodic, read_structures, validate
 
 pytestmark = pytest.mark.filterwarnings("ignore:FHI-aims IO is moving:FutureWarning")
 

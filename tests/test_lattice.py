@@ -12,10 +12,10 @@ from ase import Atoms
 from ase.build import bulk
 from scipy.spatial import cKDTree
 
-from crystaljax import prototypes
-from crystaljax.cell import random_rotation, rotate, standard_cell, standard_orientation
+from crystaljax.structures import prototypes
+from crystaljax.structures.cell import random_rotation, rotate, standard_cell, standard_orientation
 from crystaljax.errors import StructureError
-from crystaljax.lattice import estimate_lattice, orient_finite, symmetrize_lattice
+from crystaljax.structures.lattice import estimate_lattice, orient_finite, symmetrize_lattice
 
 _I = np.array([[-0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.5, 0.5, -0.5]])  # I-centred conventional -> primitive
 _R = np.array([[2, 1, 1], [-1, 1, 1], [-1, -2, 1]]) / 3.0  # R-centred hexagonal (obverse) -> primitive
@@ -43,7 +43,7 @@ CRYSTALS = ["fcc", "bcc", "sc", "diamond", "hcp", "beta-Sn", "alpha-Sm"]
 
 
 def _nn(at):
-    from crystaljax.cluster import mean_nn_distance
+    from crystaljax.structures.cluster import mean_nn_distance
 
     return mean_nn_distance(at)
 
@@ -221,7 +221,7 @@ def test_symmetrize_lattice():
 
 def _lattice_rotations(L, tol=1e-6):
     """Cartesian rotations Q (x' = Q x) mapping the lattice with rows L onto itself."""
-    from crystaljax.lattice import _approx_automorphisms
+    from crystaljax.structures.lattice import _approx_automorphisms
 
     U = _approx_automorphisms(L @ L.T, tol).astype(float)
     return [L.T @ u.T @ np.linalg.inv(L).T for u in U]

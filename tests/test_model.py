@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from crystaljax.model import ConvNet, ModelConfig, build_model, count_parameters
-from crystaljax.train import apply_model, split_model
+from crystaljax.learn.model import ConvNet, ModelConfig, build_model, count_parameters
+from crystaljax.learn.train import apply_model, split_model
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ from ase.build import bulk
 import jax
 
 import crystaljax
-from crystaljax.cell import random_rotation, rotate
+from crystaljax.structures.cell import random_rotation, rotate
 
 
 def test_rotated_copy_gives_the_same_fingerprint():

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import spglib
 
-from crystaljax import prototypes as P
+from crystaljax.structures import prototypes as P
 
 REFERENCE_DIR = Path("/work/shared/data/prototypes")
 CONVENTIONAL_ATOMS = {

@@ -1,4 +1,4 @@
-"""Tests for crystaljax.sweeps: defect levels really applied, spglib baseline, Table 1 schema, windows."""
+"""Tests for crystaljax.analysis.sweeps: defect levels really applied, spglib baseline, Table 1 schema, windows."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import pytest
 
 import jax.numpy as jnp
 
-from crystaljax import sweeps
-from crystaljax.dataset import CLASSES
+from crystaljax.analysis import sweeps
+from crystaljax.structures.dataset import CLASSES
 
 SYMPRECS = ["0.1", "0.01", "0.001", "1e-05"]
 
@@ -248,9 +248,9 @@ def test_sweep_images_are_of_the_defective_structures(ds, test_idx, bcc_batch, k
 
 
 def test_rhombohedral_primitive_cell():
-    from crystaljax.prototypes import MU_BCC, MU_FCC, MU_SC, rhombohedral_path
+    from crystaljax.structures.prototypes import MU_BCC, MU_FCC, MU_SC, rhombohedral_path
 
-    from crystaljax.dataset import spacegroup_number
+    from crystaljax.structures.dataset import spacegroup_number
 
     for mu, sg, angle in ((MU_SC, 221, 90.0), (MU_FCC, 225, 60.0), (MU_BCC, 229, 109.4712), (1.8, 166, None)):
         hexa = rhombohedral_path(mu)

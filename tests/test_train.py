@@ -15,9 +15,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from crystaljax import evaluate, tracking
-from crystaljax import train as T
-from crystaljax.model import ModelConfig
+from crystaljax.learn import evaluate, tracking
+from crystaljax.learn import train as T
+from crystaljax.learn.model import ModelConfig
 from crystaljax.structure import Structure
 
 SMALL = ModelConfig(filters=(4, 4, 4, 4, 4, 4), kernel=3, dense=16, image_size=16)
@@ -226,7 +226,7 @@ def test_fingerprints_inside_the_step_equal_the_standalone_ones():
     from ase.build import bulk
 
     import crystaljax
-    from crystaljax.fingerprint import make_fingerprint_fn
+    from crystaljax.physics.fingerprint import make_fingerprint_fn
 
     atoms = [bulk("Cu", "fcc", a=3.6), bulk("Fe", "bcc", a=2.87), bulk("Mg", "hcp", a=3.2, c=5.2),
              bulk("Si", "diamond", a=5.43)]

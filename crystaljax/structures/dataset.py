@@ -3,7 +3,7 @@
 The paper trains on the AFLOWLIB elemental solids (10,517 structures, 83 species), which cannot be
 downloaded here.  This module generates a stand-in with the same classes and the same label rule:
 
-1. For every class, prototypes (``crystaljax.prototypes``) are sampled so the classes are balanced
+1. For every class, prototypes (``crystaljax.structures.prototypes``) are sampled so the classes are balanced
    (hex/rh draws from five prototypes); elements are cycled so each appears about equally often.
 2. Each structure gets a realistic size (nearest-neighbour distance of the element times a random
    factor in [0.9, 1.1]) and random free parameters (c/a, Wyckoff x) over physically sensible ranges.
@@ -13,7 +13,7 @@ downloaded here.  This module generates a stand-in with the same classes and the
 3. As in the paper's Methods, a structure is kept only if spglib assigns the intended space group at
    every symprec in {1e-3, 1e-6, 1e-9} Å ({1e-3, 1e-6} for hex/rh).  Every rejection is counted by
    prototype and reason.
-4. Each kept conventional cell is turned into a ~250-atom cluster by ``crystaljax.cluster.prepare``
+4. Each kept conventional cell is turned into a ~250-atom cluster by ``crystaljax.structures.cluster.prepare``
    (symmetry-free standard cell, replicated, centred, scaled to unit nearest-neighbour distance) and
    padded to one common ``n_max`` (multiple of 16), so training never rebuilds clusters.
 5. A stratified train/val/test split is drawn per class.
@@ -35,8 +35,8 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from crystaljax import prototypes as _proto
-from crystaljax.prototypes import CLASSES, PROTOTYPES, REFERENCES
+from crystaljax.structures import prototypes as _proto
+from crystaljax.structures.prototypes import CLASSES, PROTOTYPES, REFERENCES
 from crystaljax.structure import Structure, from_ase, pad_to, stack
 
 SYMPRECS: tuple[float, ...] = (1e-3, 1e-6, 1e-9)
@@ -363,7 +363,7 @@ def _resolve_elements(elements) -> list[int]:
 #: How a crystal is written before its cluster is built, with probabilities.  The symmetry-free
 #: standard cell depends on the lattice of the input cell (conventional, primitive or a supercell),
 #: which changes the orientation of the cluster and so the fingerprint; finite fragments are
-#: oriented from an estimated lattice (crystaljax.lattice).  Real files come in all these forms,
+#: oriented from an estimated lattice (crystaljax.structures.lattice).  Real files come in all these forms,
 #: so the training data must too.
 REPRESENTATIONS = (("conventional", 0.35), ("primitive", 0.3), ("supercell", 0.2), ("finite", 0.15))
 
@@ -402,8 +402,8 @@ def cell_variant(atoms, representation: str, rng: np.random.Generator):
     if representation == "supercell":
         return make_supercell(atoms, _random_supercell_matrix(rng))
     if representation == "finite":
-        from crystaljax.cell import random_rotation
-        from crystaljax.cluster import sphere_cut
+        from crystaljax.structures.cell import random_rotation
+        from crystaljax.structures.cluster import sphere_cut
 
         ball, _ = sphere_cut(atoms, int(rng.integers(200, 600)))
         ball = Atoms(numbers=ball.numbers, positions=ball.positions @ random_rotation(rng).T,
@@ -418,7 +418,7 @@ def _job(args) -> tuple[int, Structure | None, str | None]:
     reason = check_record(rec)
     if reason is not None or target is None:
         return i, None, reason
-    from crystaljax import cluster
+    from crystaljax.structures import cluster
 
     try:
         atoms = cluster.prepare(cell_variant(rec.atoms(), *_representation(i, rec)), target=target)
@@ -549,7 +549,7 @@ def generate(seed: int = 0, per_class: int = 1400, elements=None, target: int = 
                does not change the result.
     per_class: structures per class (hex/rh is shared by its five prototypes).
     elements:  chemical symbols or numbers; None = ``default_elements()`` (83 species).
-    target:    cluster size passed to ``crystaljax.cluster.prepare``.
+    target:    cluster size passed to ``crystaljax.structures.cluster.prepare``.
     splits:    (train, val, test) fractions, or (train, test); drawn per class.
     workers:   processes for the spglib checks and cluster building (default min(2, CPUs)).
     """

@@ -1,9 +1,9 @@
 """Symmetry-free lattice finder and standard orientation for FINITE structures (host side, NumPy/SciPy/ASE).
 
-The fingerprint is not rotation invariant.  Periodic input is oriented by :func:`crystaljax.cell.standard_cell`;
+The fingerprint is not rotation invariant.  Periodic input is oriented by :func:`crystaljax.structures.cell.standard_cell`;
 finite input (atom-probe reconstructions, nanoparticles, clusters cut from MD) has no cell, so
 :func:`estimate_lattice` finds the dominant crystal lattice from the positions alone and :func:`orient_finite`
-rotates the atoms so that this lattice sits in the orientation :func:`crystaljax.cell.standard_orientation`
+rotates the atoms so that this lattice sits in the orientation :func:`crystaljax.structures.cell.standard_orientation`
 (= the one ``standard_cell`` gives the periodic primitive cell) prescribes.
 
 Method of :func:`estimate_lattice` (lengths in units of ``nn``, the median of the core's pair distances
@@ -433,7 +433,7 @@ def symmetrize_lattice(cell, tol: float = METRIC_TOL) -> np.ndarray:
     keep the metric of ``cell`` within ``tol`` (relative to the mean squared vector length).
 
     An estimated lattice is only approximately cubic, hexagonal, ...; its exact symmetrised version makes
-    the Niggli reduction and the sign convention of :func:`crystaljax.cell.standard_orientation` choose a
+    the Niggli reduction and the sign convention of :func:`crystaljax.structures.cell.standard_orientation` choose a
     basis consistently (otherwise noise decides, e.g. between the 60-60-60 and 60-90-120 degree bases of an
     fcc lattice, which are not related by a rotation of the lattice).  The metric is averaged over the
     group of such integer basis changes U (G -> mean U G U^T) and the basis changed by
@@ -449,7 +449,7 @@ def symmetrize_lattice(cell, tol: float = METRIC_TOL) -> np.ndarray:
 def _core_indices(positions: np.ndarray, target: int) -> np.ndarray:
     """Sorted indices of the whole shells around the atom nearest the centroid whose count is closest to
     ``target`` (distances equal to 1e-6 relative form one shell): the rule of
-    :func:`crystaljax.cluster.sphere_cut` for periodic input, so the core is a ball like the training
+    :func:`crystaljax.structures.cluster.sphere_cut` for periodic input, so the core is a ball like the training
     clusters."""
     c = positions.mean(axis=0)
     origin = positions[int(np.argmin(np.linalg.norm(positions - c, axis=1)))]
@@ -467,13 +467,13 @@ def orient_finite(atoms, target: int = 250, *, core: bool = True) -> "ase.Atoms"
     ``atoms``: non-periodic (or partially periodic) ``ase.Atoms``, positions in Å.  If ``core`` and the
     structure has more than 1.5 x ``target`` atoms, only a ball of ~``target`` atoms is kept: the whole
     shells around the atom nearest the centroid, count closest to ``target`` (the rule of
-    :func:`crystaljax.cluster.sphere_cut`), in their input order.  The fingerprint then describes the local
+    :func:`crystaljax.structures.cluster.sphere_cut`), in their input order.  The fingerprint then describes the local
     structure at the centre of the input, with peaks as broad as those of the ~``target``-atom training
     clusters.  The lattice of the kept atoms is estimated with :func:`estimate_lattice`; if found, its
     metric is symmetrised (:func:`symmetrize_lattice`, tolerance 6 x the fit's rms residual, relative,
     clipped to [0.01, ``METRIC_TOL``]) so that noise cannot make the Niggli reduction pick a basis of a
     different shape (fcc: 60-60-60 vs 60-90-120 degrees), and all kept atoms are rotated about their
-    centroid by the ``R`` of :func:`crystaljax.cell.standard_orientation` of that lattice.  So a fragment in
+    centroid by the ``R`` of :func:`crystaljax.structures.cell.standard_orientation` of that lattice.  So a fragment in
     any orientation ends up oriented like ``standard_cell`` of the periodic primitive cell of the same
     crystal (tested to ~0.5 % of nn in the lattice vectors at 5 % noise and 40 % vacancies).
 
@@ -493,8 +493,8 @@ def orient_finite(atoms, target: int = 250, *, core: bool = True) -> "ase.Atoms"
     Without a lattice the (kept) atoms are returned unrotated.  Raises :class:`StructureError` for fully
     periodic input (use ``standard_cell``) or an empty structure.
     """
-    from crystaljax.cell import standard_orientation
-    from crystaljax.io import is_periodic
+    from crystaljax.structures.cell import standard_orientation
+    from crystaljax.structures.io import is_periodic
 
     if is_periodic(atoms):
         raise StructureError("orient_finite is for finite structures; periodic ones go through standard_cell")

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from .config import BeamConfig, DetectorConfig, FingerprintConfig
-from .detector import beam_stop_mask, pixel_coordinates
-from .scattering import ANGSTROM, Z_MAX_TABLE, form_factor_numpy
+from crystaljax.config import BeamConfig, DetectorConfig, FingerprintConfig
+from crystaljax.physics.detector import beam_stop_mask, pixel_coordinates
+from crystaljax.physics.scattering import ANGSTROM, Z_MAX_TABLE, form_factor_numpy
 
 
 def pattern_numpy(positions, numbers, mask=None, detector: DetectorConfig | None = None,

@@ -50,9 +50,9 @@ import numpy as np
 import jax
 import jax.numpy as jnp
 
-from crystaljax import defects as _defects
-from crystaljax.dataset import CLASSES, Dataset, to_atoms
-from crystaljax.evaluate import save_figure
+from crystaljax.physics import defects as _defects
+from crystaljax.structures.dataset import CLASSES, Dataset, to_atoms
+from crystaljax.learn.evaluate import save_figure
 from crystaljax.structure import Structure, from_arrays, pad_to
 
 PredictFn = Callable[[np.ndarray], np.ndarray]
@@ -154,7 +154,7 @@ def substitution_elements(ds: Dataset, indices, seed: int, pool: Sequence[int] |
 
 def element_pool(ds: Dataset) -> list[int]:
     """Atomic numbers of the data set's elements (``ds.info['elements']``, else those present)."""
-    from crystaljax.prototypes import atomic_number
+    from crystaljax.structures.prototypes import atomic_number
 
     names = ds.info.get("elements") if isinstance(ds.info, Mapping) else None
     if names:
@@ -211,7 +211,7 @@ def batch_defect_fn(kind: str, n_new: int = 0, renormalize: bool = False):
 
 def make_images_fn(fingerprint_fn: Callable, kind: str, n_new: int = 0, renormalize: bool = False):
     """Jitted ``fn(keys, batch, level, elements) -> images (B, H, W, 3)``: defect then fingerprint."""
-    from crystaljax.fingerprint import batch_fingerprints
+    from crystaljax.physics.fingerprint import batch_fingerprints
 
     def fn(keys, batch, level, elements):
         out = jax.vmap(lambda k, s, e: _defect_one(kind, n_new, k, s, level, e))(keys, batch, elements)
@@ -307,7 +307,7 @@ def predict_batches(predict_fns: Mapping[str, PredictFn], images_fn, structures:
 
 def _report(labels, probs_per_seed: Sequence[np.ndarray]) -> dict:
     """accuracy (pooled over seeds), per-seed accuracies, per-class accuracy and confusion matrix."""
-    from crystaljax import evaluate
+    from crystaljax.learn import evaluate
 
     n = len(CLASSES)
     preds = np.concatenate([p.argmax(-1) for p in probs_per_seed])
@@ -335,7 +335,7 @@ def convnet_sweep(predict_fns: Mapping[str, PredictFn], ds: Dataset, levels: Map
     after each level (e.g. to log it).
     """
     if fingerprint_fn is None:
-        from crystaljax.fingerprint import make_fingerprint_fn
+        from crystaljax.physics.fingerprint import make_fingerprint_fn
 
         fingerprint_fn = make_fingerprint_fn()
     idx = select_indices(ds) if indices is None else np.asarray(indices, np.int64)
@@ -450,7 +450,7 @@ class Supercells:
 def build_supercells(ds: Dataset, indices, target: int = 250) -> Supercells:
     """Replicate each conventional cell (``dataset.to_atoms``) to ~``target`` atoms (the cluster's
     replication rule, ``cluster.replication``) and pad into one batch."""
-    from crystaljax.cluster import replication
+    from crystaljax.structures.cluster import replication
 
     indices = np.asarray(indices, np.int64).reshape(-1)
     cells, reps_all = [], []
@@ -500,7 +500,7 @@ def spacegroups(cell: tuple, symprecs: Sequence[float]) -> tuple:
     spglib's C warnings (e.g. "Primitive lattice cleaning is incomplete", frequent for defective
     cells) are silenced unless ``SPGLIB_WARNING`` is set in the environment.
     """
-    from crystaljax.dataset import spacegroup_number
+    from crystaljax.structures.dataset import spacegroup_number
 
     os.environ.setdefault("SPGLIB_WARNING", "OFF")
 
@@ -821,7 +821,7 @@ def bcc_sc_sweep(predict_fn: PredictFn, structures: Structure, fractions: Sequen
     seeds) of p(bcc), p(sc), the fraction predicted bcc / sc, and the mean of every class probability.
     """
     if fingerprint_fn is None:
-        from crystaljax.fingerprint import make_fingerprint_fn
+        from crystaljax.physics.fingerprint import make_fingerprint_fn
 
         fingerprint_fn = make_fingerprint_fn()
     n = int(np.shape(structures.positions)[0])
@@ -905,12 +905,12 @@ def rhombohedral_sweep(predict_fn: PredictFn, mus: Sequence[float], *, element="
     "probabilities": {class: [...]}, "predicted": [class names]}``.
     """
     from crystaljax.pipeline import prepare_structures
-    from crystaljax.prototypes import rhombohedral_path
+    from crystaljax.structures.prototypes import rhombohedral_path
 
     if setting not in RH_SETTINGS:
         raise ValueError(f"unknown setting {setting!r}; choose one of {RH_SETTINGS}")
     if fingerprint_fn is None:
-        from crystaljax.fingerprint import make_fingerprint_fn
+        from crystaljax.physics.fingerprint import make_fingerprint_fn
 
         fingerprint_fn = make_fingerprint_fn()
     mus = [float(m) for m in mus]
@@ -1027,7 +1027,7 @@ def load_predictor(model_dir, default_fingerprint: tuple | None = None) -> tuple
     else the package defaults, so the images match what the model was trained on.
     """
     from crystaljax.config import BeamConfig, DetectorConfig, FingerprintConfig, from_dict
-    from crystaljax.train import load_model
+    from crystaljax.learn.train import load_model
 
     predictor, card = load_model(model_dir)
     det, beam, fp = default_fingerprint or (DetectorConfig(), BeamConfig(), FingerprintConfig())
@@ -1046,7 +1046,7 @@ _FP_FNS: dict = {}
 
 def _fingerprint_fn(det, beam, fp):
     """One fingerprint function object per configuration (so models sharing it share images)."""
-    from crystaljax.fingerprint import make_fingerprint_fn
+    from crystaljax.physics.fingerprint import make_fingerprint_fn
 
     key = (det, beam, fp)
     if key not in _FP_FNS:
@@ -1056,13 +1056,13 @@ def _fingerprint_fn(det, beam, fp):
 
 def default_model_dir() -> Path:
     """The shipped model: ``crystaljax/pretrained/default``."""
-    return Path(__file__).resolve().parent / "pretrained" / "default"
+    return Path(__file__).resolve().parents[1] / "pretrained" / "default"
 
 
 def load_dataset(data: Mapping[str, Any], seed: int = 0) -> Dataset:
     """The data set described by a ``data`` config mapping: name 'tiny' is generated on the fly
     (seconds, serial), anything else is read from ``data['path']`` (absolute, or relative to cwd)."""
-    from crystaljax import dataset
+    from crystaljax.structures import dataset
 
     if data.get("name") == "tiny":
         els = data.get("elements")
@@ -1088,7 +1088,7 @@ def tagged_bcc(structures: Structure) -> np.ndarray:
 def bcc_clusters(elements: Iterable, target: int = 250) -> Structure:
     """bcc prototype clusters (A_cI2_229_a, body centres tagged 1) for each element, batched."""
     from crystaljax.pipeline import prepare_structures
-    from crystaljax.prototypes import build
+    from crystaljax.structures.prototypes import build
 
     return prepare_structures([build("A_cI2_229_a", e) for e in elements], target=target)
 

@@ -14,8 +14,8 @@ import numpy as np
 
 import jax.numpy as jnp
 
-from .config import DetectorConfig
-from .scattering import ANGSTROM
+from crystaljax.config import DetectorConfig
+from crystaljax.physics.scattering import ANGSTROM
 
 
 def pixel_coordinates(detector: DetectorConfig) -> tuple[np.ndarray, np.ndarray]:

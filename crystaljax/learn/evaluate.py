@@ -1,7 +1,7 @@
 """Classification metrics: accuracy, per-class accuracy, confusion matrices and their plots.
 
 All functions take host or device arrays and return NumPy values; class names are passed in
-(the canonical tuple is ``crystaljax.dataset.CLASSES``).
+(the canonical tuple is ``crystaljax.structures.dataset.CLASSES``).
 """
 
 from __future__ import annotations

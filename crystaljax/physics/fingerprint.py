@@ -26,10 +26,10 @@ import numpy as np
 import jax
 import jax.numpy as jnp
 
-from .config import BeamConfig, DetectorConfig, FingerprintConfig
-from .detector import beam_stop_mask, scattering_vectors, solid_angles, validate_detector
-from .scattering import Z_MAX_TABLE, form_factor
-from .structure import Structure
+from crystaljax.config import BeamConfig, DetectorConfig, FingerprintConfig
+from crystaljax.physics.detector import beam_stop_mask, scattering_vectors, solid_angles, validate_detector
+from crystaljax.physics.scattering import Z_MAX_TABLE, form_factor
+from crystaljax.structure import Structure
 
 _TWO_PI_HI = 6.28125  # 2 pi split in two parts so that n * 2 pi is exact for n < 2^12 in float32
 _TWO_PI_LO = 2.0 * np.pi - 6.28125

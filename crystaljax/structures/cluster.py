@@ -26,7 +26,7 @@ from __future__ import annotations
 import numpy as np
 
 from crystaljax.errors import StructureError
-from crystaljax.io import is_periodic, nearest_neighbour_distances, validate
+from crystaljax.structures.io import is_periodic, nearest_neighbour_distances, validate
 
 #: Width of the acceptance window around the target count, as a fraction of the target.
 COUNT_WINDOW = 0.1
@@ -114,7 +114,7 @@ def sphere_cut(atoms, target: int = 250):
 def build_cluster(atoms, target: int = 250, shape: str = "sphere") -> "ase.Atoms":  # noqa: F821
     """Finite, centred cluster with mean nearest-neighbour distance exactly 1 Å.
 
-    Periodic input (call :func:`crystaljax.cell.standard_cell` first, as :func:`prepare` does): with
+    Periodic input (call :func:`crystaljax.structures.cell.standard_cell` first, as :func:`prepare` does): with
     ``shape="sphere"`` (default) the whole shells around one atom closest to ``target`` atoms
     (:func:`sphere_cut`); with ``shape="block"`` the cell replicated n1 x n2 x n3 times by the rule in the
     module docstring (the paper's construction).  The scale is the mean nearest-neighbour distance of
@@ -158,19 +158,19 @@ def prepare(atoms, target: int = 250, shape: str = "sphere", orient: bool = True
     """validate -> standard cell (periodic input) or lattice-based orientation (finite input) -> build_cluster.
 
     What the rest of crystaljax calls.  Finite input (atom-probe data, nanoparticles, clusters cut from
-    MD) with ``orient=True`` goes through :func:`crystaljax.lattice.orient_finite`: a large fragment is
+    MD) with ``orient=True`` goes through :func:`crystaljax.structures.lattice.orient_finite`: a large fragment is
     cut to a ball of ~``target`` atoms at its centre and, if a lattice is found, rotated into the
     orientation its periodic primitive cell would get, so the fingerprint does not depend on the
     frame of the file.  ``orient=False`` takes finite input exactly as given.
     Raises :class:`crystaljax.errors.StructureError` for structures that cannot be imaged.
     """
-    from crystaljax.cell import standard_cell
+    from crystaljax.structures.cell import standard_cell
 
     validate(atoms, source=str(atoms.info.get("source", "")) if hasattr(atoms, "info") else "")
     if is_periodic(atoms):
         atoms = standard_cell(atoms)
     elif orient:
-        from crystaljax.lattice import orient_finite
+        from crystaljax.structures.lattice import orient_finite
 
         atoms = orient_finite(atoms, target=target)
     return build_cluster(atoms, target=target, shape=shape)

@@ -62,8 +62,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from crystaljax.evaluate import save_figure
-from crystaljax.model import POOL_AFTER, ConvNet, ModelConfig, build_model
+from crystaljax.learn.evaluate import save_figure
+from crystaljax.learn.model import POOL_AFTER, ConvNet, ModelConfig, build_model
 from crystaljax.structure import Structure
 
 log = logging.getLogger(__name__)
@@ -87,7 +87,7 @@ REPRESENTATIVES: dict[str, tuple[str, str]] = {
     "bcc": ("A_cI2_229_a", "W"),
 }
 
-DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "pretrained" / "default"
+DEFAULT_MODEL_DIR = Path(__file__).resolve().parents[1] / "pretrained" / "default"
 
 
 # --------------------------------------------------------------------------------------------
@@ -104,7 +104,7 @@ class Net(NamedTuple):
 
 def as_net(model) -> Net:
     """A :class:`Net` from a ``ConvNet``, a ``train.Predictor``, a ``Net`` or a (graphdef, params, batch_stats)."""
-    from crystaljax.train import split_model
+    from crystaljax.learn.train import split_model
 
     if isinstance(model, Net):
         return model
@@ -520,7 +520,7 @@ def fingerprint_sensitivity(fingerprint_fn: Callable, structure: Structure, *, m
 
 @functools.lru_cache(maxsize=16)
 def _wavelength_jit(detector, beam, fp):
-    from crystaljax.fingerprint import make_fingerprint_fn
+    from crystaljax.physics.fingerprint import make_fingerprint_fn
 
     fn = make_fingerprint_fn(detector, beam, fp, wavelength_arg=True)
 
@@ -756,7 +756,7 @@ def load_net(model_dir=None, *, seed: int = 0, allow_fresh: bool = True) -> tupl
     otherwise :class:`crystaljax.errors.InputFileError` (an OSError) with a one-line message.
     """
     from crystaljax.errors import InputFileError
-    from crystaljax.train import MODEL_CARD, load_model
+    from crystaljax.learn.train import MODEL_CARD, load_model
 
     directory = Path(model_dir) if model_dir else DEFAULT_MODEL_DIR
     if (directory / MODEL_CARD).is_file():
@@ -784,7 +784,7 @@ def fingerprint_configs(card: Mapping[str, Any] | None = None):
 @functools.lru_cache(maxsize=16)
 def cached_fingerprint_fn(detector, beam, fp) -> Callable:
     """``make_fingerprint_fn`` cached per configuration (a stable object, so jitted callers are reused)."""
-    from crystaljax.fingerprint import make_fingerprint_fn
+    from crystaljax.physics.fingerprint import make_fingerprint_fn
 
     return make_fingerprint_fn(detector, beam, fp)
 
@@ -801,7 +801,7 @@ def fingerprint(fingerprint_fn: Callable, structure: Structure) -> np.ndarray:
 
 def representative_atoms(class_name: str):
     """The pristine periodic example structure of a class (see ``REPRESENTATIVES``) as ``ase.Atoms``."""
-    from crystaljax.prototypes import build
+    from crystaljax.structures.prototypes import build
 
     name, element = REPRESENTATIVES[class_name]
     return build(name, element)
@@ -810,8 +810,8 @@ def representative_atoms(class_name: str):
 def class_examples(class_name: str, n: int, seed: int = 0) -> list:
     """``n`` pristine periodic structures of a class (``ase.Atoms``): the representative first, then
     spglib-checked random draws of the class's prototypes (random element and free parameters)."""
-    from crystaljax import dataset
-    from crystaljax.prototypes import atomic_number
+    from crystaljax.structures import dataset
+    from crystaljax.structures.prototypes import atomic_number
 
     out = [representative_atoms(class_name)][: max(n, 0)]
     rng = np.random.default_rng([int(seed), dataset.CLASSES.index(class_name)])
@@ -855,8 +855,8 @@ def explain_file(path, out_dir, model_dir=None, *, index=":", target: int | None
     Returns the summary dict (also in explain.json).  Raises InputFileError / StructureError for
     unreadable input.
     """
-    from crystaljax.dataset import CLASSES
-    from crystaljax.io import read_structures
+    from crystaljax.structures.dataset import CLASSES
+    from crystaljax.structures.io import read_structures
     from crystaljax.pipeline import prepare_structures
     from crystaljax.structure import index as take
 

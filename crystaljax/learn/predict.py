@@ -16,11 +16,11 @@ import numpy as np
 
 import jax
 
-from .config import BeamConfig, DetectorConfig, FingerprintConfig, from_dict
-from .errors import InputFileError
+from crystaljax.config import BeamConfig, DetectorConfig, FingerprintConfig, from_dict
+from crystaljax.errors import InputFileError
 
 #: The model shipped inside the package.
-DEFAULT_MODEL_DIR = Path(__file__).parent / "pretrained" / "default"
+DEFAULT_MODEL_DIR = Path(__file__).resolve().parents[1] / "pretrained" / "default"
 
 
 @dataclass
@@ -40,7 +40,7 @@ class Classifier:
 @functools.lru_cache(maxsize=4)
 def load_classifier(model_dir: str | Path | None = None) -> Classifier:
     """Load ``model_dir`` (default: the shipped model); clear error if it is missing or broken."""
-    from .train import load_model
+    from crystaljax.learn.train import load_model
 
     directory = Path(model_dir) if model_dir is not None else DEFAULT_MODEL_DIR
     if not directory.is_dir():
@@ -61,7 +61,7 @@ def load_classifier(model_dir: str | Path | None = None) -> Classifier:
 
 def classify_batch(clf: Classifier, batch) -> np.ndarray:
     """Probabilities (B, n_classes) for an already prepared batched Structure."""
-    from .pipeline import fingerprint_batch
+    from crystaljax.pipeline import fingerprint_batch
 
     t = time.perf_counter()
     images = fingerprint_batch(batch, detector=clf.detector, beam=clf.beam, fp=clf.fp)
@@ -74,7 +74,7 @@ def classify_batch(clf: Classifier, batch) -> np.ndarray:
 
 def classify(structures: Sequence, *, model_dir=None, batch_size: int = 64) -> np.ndarray:
     """Class probabilities (N, 7) for a list of ``ase.Atoms`` (any size, periodic or finite)."""
-    from .pipeline import prepare_structures
+    from crystaljax.pipeline import prepare_structures
 
     clf = load_classifier(model_dir)
     out = []

@@ -13,7 +13,7 @@ import itertools
 import numpy as np
 
 from crystaljax.errors import StructureError
-from crystaljax.io import is_periodic
+from crystaljax.structures.io import is_periodic
 
 #: Relative tolerance on metric-tensor entries (fraction of the mean squared lattice-vector length) used to
 #: decide that two lattice bases are equivalent, and on reciprocal-angle cosines for the sign convention.

@@ -30,9 +30,9 @@ import numpy as np
 import optax
 from flax import nnx
 
-from crystaljax import evaluate as _ev
-from crystaljax import tracking as _tracking
-from crystaljax.model import ConvNet, ModelConfig, build_model
+from crystaljax.learn import evaluate as _ev
+from crystaljax.learn import tracking as _tracking
+from crystaljax.learn.model import ConvNet, ModelConfig, build_model
 from crystaljax.structure import Structure
 
 FingerprintFn = Callable[[Structure], jax.Array]  # Structure -> (64, 64, 3) float32

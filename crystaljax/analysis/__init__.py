@@ -1,0 +1,1 @@
+"""Experiments and reports built on a trained classifier: defect sweeps, transitions, explanations."""

@@ -1,0 +1,1 @@
+"""The ConvNet, its training step and loop, checkpoints and the classifier."""

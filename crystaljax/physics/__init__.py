@@ -1,0 +1,1 @@
+"""Device side: pure JAX physics (scattering, detector, fingerprint, defects); never imports ASE."""

@@ -1,0 +1,1 @@
+"""Host side: read, validate, standardise and cut structures; prototypes and the data set (NumPy, ASE, spglib)."""
