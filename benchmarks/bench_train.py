@@ -31,7 +31,7 @@ def main() -> None:
     from crystaljax.physics.defects import DefectConfig, make_defect_fn
     from crystaljax.physics.fingerprint import make_fingerprint_fn
     from crystaljax.learn.model import ModelConfig
-    from crystaljax.structure import index, pad_to
+    from crystaljax.structure import pad_to, take as index
     from crystaljax.learn.train import OptimConfig, init_state, make_optimizer, make_train_step
 
     ds = dataset.tiny(seed=0, per_class=max(1, -(-args.batch // 7)))

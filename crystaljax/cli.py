@@ -41,7 +41,7 @@ def cmd_fingerprint(args) -> int:
 
     detector = detector_preset(args.detector)
     structures = read_structures(args.file)
-    images = fingerprints(structures, detector=detector, target=args.target, progress=len(structures) > 8)
+    images = fingerprints(structures, detector=detector, target=args.target)
     single = len(images) == 1
     out = Path(args.out) if args.out else None
     png = Path(args.png) if args.png else None

@@ -7,8 +7,7 @@ in fixed-size batches, so a list of any length compiles once per padded size.
 
 from __future__ import annotations
 
-import functools
-from typing import Iterable, Sequence
+from typing import Sequence
 
 import numpy as np
 
@@ -17,8 +16,8 @@ import jax
 from crystaljax.structures.cell import random_rotation, rotate
 from crystaljax.structures.cluster import prepare
 from crystaljax.config import BeamConfig, DetectorConfig, FingerprintConfig
-from crystaljax.physics.fingerprint import batch_fingerprints, make_fingerprint_fn
-from crystaljax.structure import Structure, from_ase, index, pad_to, stack
+from crystaljax.physics.fingerprint import make_fingerprint_fn
+from crystaljax.structure import Structure, from_ase, map_padded, pad_to, stack
 
 #: Structures imaged per device call by :func:`fingerprints`.
 DEVICE_BATCH = 32
@@ -43,40 +42,16 @@ def prepare_structures(structures: Sequence, *, target: int = 250, key=None, n_m
     return stack(clusters, n_max=size)
 
 
-@functools.lru_cache(maxsize=16)
-def batched_fingerprint_fn(detector: DetectorConfig, beam: BeamConfig, fp: FingerprintConfig):
-    """Jitted ``fn(batched Structure) -> (B, n, n, 3)``, cached per configuration."""
-    fn = make_fingerprint_fn(detector, beam, fp)
-    return jax.jit(lambda batch: batch_fingerprints(fn, batch))
-
-
-def iter_batches(n: int, size: int) -> Iterable[np.ndarray]:
-    """Index arrays of ``size`` (the last padded by repeating its final index)."""
-    for start in range(0, n, size):
-        idx = np.arange(start, min(start + size, n))
-        yield np.concatenate([idx, np.full(size - len(idx), idx[-1])]) if len(idx) < size else idx
-
-
 def fingerprint_batch(batch: Structure, *, detector: DetectorConfig | None = None, beam: BeamConfig | None = None,
-                      fp: FingerprintConfig | None = None, progress: bool = False) -> np.ndarray:
-    """Fingerprints of an already prepared batched Structure, (B, n, n, 3) float32."""
-    fn = batched_fingerprint_fn(detector or DetectorConfig(), beam or BeamConfig(), fp or FingerprintConfig())
-    n = batch.positions.shape[0]
-    size = min(DEVICE_BATCH, n)
-    out = []
-    batches = list(iter_batches(n, size))
-    if progress and len(batches) > 1:
-        from tqdm import tqdm
-
-        batches = tqdm(batches, desc="fingerprints", unit="batch")
-    for idx in batches:
-        out.append(np.asarray(fn(index(batch, idx))))
-    return np.concatenate(out)[:n]
+                      fp: FingerprintConfig | None = None, batch_size: int = DEVICE_BATCH) -> np.ndarray:
+    """Fingerprints (B, n, n, 3) float32 of an already prepared batched Structure, in fixed-size jitted chunks."""
+    fn = make_fingerprint_fn(detector or DetectorConfig(), beam or BeamConfig(), fp or FingerprintConfig())
+    return map_padded(jax.jit(jax.vmap(fn)), batch, batch_size)
 
 
 def fingerprints(structures: Sequence, *, key=None, detector: DetectorConfig | None = None,
                  beam: BeamConfig | None = None, fp: FingerprintConfig | None = None, target: int = 250,
-                 progress: bool = False) -> np.ndarray:
+                 ) -> np.ndarray:
     """The whole pipeline for a list of ``ase.Atoms``: (B, n, n, 3) float32 fingerprints."""
     batch = prepare_structures(list(structures), target=target, key=key)
-    return fingerprint_batch(batch, detector=detector, beam=beam, fp=fp, progress=progress)
+    return fingerprint_batch(batch, detector=detector, beam=beam, fp=fp)

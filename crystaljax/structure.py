@@ -104,9 +104,36 @@ def stack(structures: Sequence[Structure], n_max: int | None = None) -> Structur
     return Structure(*(np.stack([np.asarray(getattr(s, f)) for s in fields]) for f in Structure._fields))
 
 
-def index(batch: Structure, i) -> Structure:
-    """Structure(s) ``i`` of a batch (an int, slice or index array)."""
-    return Structure(*(np.asarray(x)[i] for x in batch))
+def take(tree, i):
+    """Rows ``i`` (an int, slice or index array) of every leaf's leading axis: a batched Structure -> its
+    items, or any pytree of batched arrays.  Host-side (NumPy) indexing."""
+    import jax
+
+    return jax.tree.map(lambda x: np.asarray(x)[i], tree)
+
+
+def map_padded(fn, tree, batch_size: int):
+    """``fn`` over the leading axis of ``tree`` in chunks of exactly ``batch_size`` rows (the last chunk
+    padded by repeating its final row), outputs concatenated and the padding dropped.
+
+    Every call of ``fn`` sees the same shapes, so a jitted ``fn`` compiles once whatever the length.
+    ``fn(chunk) -> pytree of arrays with leading axis batch_size``; returns the same pytree of NumPy arrays.
+    """
+    import jax
+
+    n = len(jax.tree.leaves(tree)[0])
+    if n == 0:
+        raise ValueError("map_padded: empty input")
+    size = max(1, min(int(batch_size), n))
+    outs = []
+    for start in range(0, n, size):
+        idx = np.arange(start, min(start + size, n))
+        real = len(idx)
+        if real < size:
+            idx = np.concatenate([idx, np.full(size - real, idx[-1])])
+        out = fn(take(tree, idx))
+        outs.append(jax.tree.map(lambda x, r=real: np.asarray(x)[:r], out))
+    return jax.tree.map(lambda *xs: np.concatenate(xs), *outs)
 
 
 def n_atoms(structure: Structure) -> jnp.ndarray:

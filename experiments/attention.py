@@ -67,7 +67,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     from crystaljax.learn import tracking
     from crystaljax.structures.dataset import CLASSES
     from crystaljax.pipeline import prepare_structures
-    from crystaljax.structure import index
+    from crystaljax.structure import take as index
 
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config_resolved.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))

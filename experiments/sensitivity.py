@@ -71,7 +71,7 @@ def sublattice_part(opts: dict, net, fp_fn, model_classes, key, out: Path, run, 
     from crystaljax.physics.defects import remove_sublattice, renormalize
     from crystaljax.pipeline import prepare_structures
     from crystaljax.structures.prototypes import build
-    from crystaljax.structure import index
+    from crystaljax.structure import take as index
 
     classes = [c for c in opts["classes"]]
     output = str(opts.get("output", "probability"))
@@ -168,7 +168,7 @@ def displacement_part(opts: dict, net, fp_fn, model_classes, key, configs, run, 
     from crystaljax.analysis import explain as ex
     from crystaljax.physics.defects import displace
     from crystaljax.pipeline import prepare_structures
-    from crystaljax.structure import index
+    from crystaljax.structure import take as index
 
     det, beam, fpc = configs
     shake = jax.jit(displace)

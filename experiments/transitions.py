@@ -76,7 +76,7 @@ def bcc_structures(cfg: DictConfig, bcfg: dict, smoke: bool):
             idx = idx[: int(cap)]
         if len(idx):
             batch = sweeps._take(ds.structures, idx)
-            parts.extend(structure.index(batch, k) for k in range(len(idx)))
+            parts.extend(structure.take(batch, k) for k in range(len(idx)))
             ids.extend(int(i) for i in idx)
         desc["dataset_indices"] = [int(i) for i in idx]
     elif source != "prototypes":
@@ -90,7 +90,7 @@ def bcc_structures(cfg: DictConfig, bcfg: dict, smoke: bool):
         elements = elements[: int(cap)]
     if elements:
         protos = sweeps.bcc_clusters(elements, target=int(cfg.cluster_target))
-        parts.extend(structure.index(protos, k) for k in range(len(elements)))
+        parts.extend(structure.take(protos, k) for k in range(len(elements)))
         ids.extend(10_000_000 + k for k in range(len(elements)))
         desc["prototype_elements"] = [str(e) for e in elements]
     if not parts:

@@ -27,13 +27,13 @@ def test_import_contracts_hold():
 @pytest.mark.parametrize("model", ["default", "pristine"])
 def test_shipped_models_keep_their_predictions_on_the_examples(model):
     """Same labels, probabilities within 1e-4, as recorded in tests/data/expected_example_predictions.json."""
-    from crystaljax.learn.predict import classify
+    from crystaljax.learn.classifier import Classifier
     from crystaljax.structures.io import read_structures
 
     expected = json.loads((ROOT / "tests" / "data" / "expected_example_predictions.json").read_text())["models"][model]
     files = sorted({row["file"] for row in expected})
     atoms = [a for f in files for a in read_structures(ROOT / "crystaljax" / "examples" / f)]
-    probs = classify(atoms, model_dir=ROOT / "crystaljax" / "pretrained" / model)
+    probs = Classifier.load(model).classify(atoms).probabilities
     assert len(probs) == len(expected)
     rows = sorted(expected, key=lambda r: (files.index(r["file"]), r["frame"]))
     classes = list(rows[0]["probabilities"])

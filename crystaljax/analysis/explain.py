@@ -858,7 +858,7 @@ def explain_file(path, out_dir, model_dir=None, *, index=":", target: int | None
     from crystaljax.structures.dataset import CLASSES
     from crystaljax.structures.io import read_structures
     from crystaljax.pipeline import prepare_structures
-    from crystaljax.structure import index as take
+    from crystaljax.structure import take
 
     frames = read_structures(path, index=index)
     net, card = load_net(model_dir, seed=seed, allow_fresh=allow_fresh)
