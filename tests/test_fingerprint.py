@@ -229,3 +229,31 @@ def test_bad_detector_rejected():
         make_fingerprint_fn(DetectorConfig(n_pixels=1))
     with pytest.raises(ValueError):
         detector_preset("nope")
+
+
+# ------------------------------------------------------------------------------------------------ form factors
+
+
+def test_every_tabulated_form_factor_is_the_neutral_element_of_xraydb():
+    """Row Z of the table is xraydb's neutral-atom entry (not an ion or a 'Cval'/'Siva' valence entry)."""
+    import xraydb
+
+    from crystaljax.physics.scattering import Z_MAX_TABLE, form_factor, form_factor_numpy
+
+    s = np.array([0.0, 0.15, 0.4, 0.9, 1.6])
+    for z in range(1, Z_MAX_TABLE + 1):
+        ref = xraydb.f0(xraydb.atomic_symbol(z), s)
+        np.testing.assert_allclose(form_factor_numpy(z, s), ref, rtol=1e-12, err_msg=f"Z={z}")
+        np.testing.assert_allclose(np.asarray(form_factor(z, jnp.asarray(s, jnp.float32))), ref, rtol=2e-6,
+                                   atol=1e-6, err_msg=f"Z={z}")
+    # neutral atoms: f0(s = 0) equals the electron count Z
+    z = np.arange(1, Z_MAX_TABLE + 1)
+    assert np.all(np.abs(np.array([form_factor_numpy(int(k), 0.0) for k in z]) - z) < 0.1)
+
+
+@pytest.mark.parametrize("z", [4, 12])  # Be -> C and Mg -> Si with the Z + 2 shift
+def test_fingerprint_of_be_and_mg_match_independent_reference(z):
+    pos = lattice_cluster(*HCP, (5, 5, 4))
+    ref = fingerprint_numpy(pos, np.full(len(pos), z))  # form factors from xraydb.f0('C' / 'Si')
+    out = fp_of(pos, z)
+    assert np.linalg.norm(out - ref) / np.linalg.norm(ref) <= 1e-5

@@ -2,7 +2,9 @@
 
 Straightforward and slow on purpose: it evaluates exp(-i q.x) with NumPy's complex
 exponential for every (pixel, atom) pair, so it shares no code path with the JAX kernel
-beyond the detector geometry and the form-factor coefficients.
+beyond the detector geometry.  Form factors come from xraydb's public ``f0(symbol, s)`` of the
+neutral element, not from :mod:`crystaljax.physics.scattering`'s table, so a wrong row in that table
+shows up as a difference.
 """
 
 from __future__ import annotations
@@ -11,7 +13,20 @@ import numpy as np
 
 from crystaljax.config import BeamConfig, DetectorConfig, FingerprintConfig
 from crystaljax.physics.detector import beam_stop_mask, pixel_coordinates
-from crystaljax.physics.scattering import ANGSTROM, Z_MAX_TABLE, form_factor_numpy
+
+#: Metres per Ångström (kept here rather than imported, so the reference shares no module with the kernel).
+ANGSTROM = 1.0e-10
+#: Largest atomic number xraydb tabulates (Cf); Z + z_shift is clipped to it, as in the kernel.
+Z_MAX = 98
+
+
+def form_factor_xraydb(z: int, s) -> np.ndarray:
+    """f0 (electrons) of the neutral element of atomic number ``z`` at ``s = sin(theta)/lambda`` (1/Å), float64,
+    from xraydb's public API (``xraydb.f0(symbol, s)``)."""
+    import xraydb
+
+    s = np.asarray(s, dtype=np.float64)
+    return np.asarray(xraydb.f0(xraydb.atomic_symbol(int(z)), s.ravel()), dtype=np.float64).reshape(s.shape)
 
 
 def pattern_numpy(positions, numbers, mask=None, detector: DetectorConfig | None = None,
@@ -31,7 +46,7 @@ def pattern_numpy(positions, numbers, mask=None, detector: DetectorConfig | None
     amplitude = np.zeros(u.shape, np.complex128)
     for z in np.unique(numbers[numbers > 0]):
         sel = numbers == z
-        f = form_factor_numpy(min(int(z) + z_shift, Z_MAX_TABLE), s)
+        f = form_factor_xraydb(min(int(z) + z_shift, Z_MAX), s)
         amplitude += f * (np.exp(-1j * (q @ positions[sel].T)) @ weights[sel])
     omega = detector.pixel_size**2 * d / r**3
     return omega * np.abs(amplitude) ** 2

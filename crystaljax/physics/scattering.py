@@ -23,16 +23,22 @@ ANGSTROM = 1.0e-10
 
 @functools.lru_cache(maxsize=1)
 def coefficient_table() -> np.ndarray:
-    """(Z_MAX_TABLE + 1, 11) float64: row Z = [c, a_1..a_5, b_1..b_5] for the neutral atom; row 0 is zero."""
+    """(Z_MAX_TABLE + 1, 11) float64: row Z = [c, a_1..a_5, b_1..b_5] for the neutral atom; row 0 is zero.
+
+    Row Z is the table entry whose label is exactly the element symbol of Z (neutral atom).
+    """
     import xraydb
 
     table = np.zeros((Z_MAX_TABLE + 1, 11), dtype=np.float64)
     rows = xraydb.get_xraydb().get_cache("Waasmaier")
     for row in rows:
         z = int(row.atomic_number)
-        symbol = str(row.ion).strip()
-        if not (1 <= z <= Z_MAX_TABLE) or not symbol.isalpha():
-            continue  # skip ions such as 'Fe2+': the neutral atom is wanted
+        if not 1 <= z <= Z_MAX_TABLE:
+            continue
+        # only the row labelled with the exact element symbol is the neutral atom: the table also holds
+        # ions ('Fe2+') and valence-electron entries ('Cval', 'Siva') for the same Z
+        if str(row.ion).strip() != xraydb.atomic_symbol(z):
+            continue
         table[z, 0] = row.offset
         table[z, 1:6] = json.loads(row.scale)
         table[z, 6:11] = json.loads(row.exponents)
