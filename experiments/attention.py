@@ -164,6 +164,11 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     return summary
 
 
+from crystaljax.config import register_configs  # noqa: E402
+
+register_configs()  # the typed schemas conf/attention.yaml names in its defaults
+
+
 @hydra.main(version_base="1.3", config_path="../conf", config_name="attention")
 def main(cfg: DictConfig) -> None:
     run(cfg, Path(HydraConfig.get().runtime.output_dir))

@@ -9,38 +9,33 @@ The output path (``data.path``) is relative to the directory the command was sta
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shlex
 import sys
 import time
 from pathlib import Path
 
-import hydra
-from hydra.utils import to_absolute_path
-from omegaconf import DictConfig, OmegaConf
-
-from crystaljax.structures import dataset
-from crystaljax.config import from_dict
+from crystaljax.config import MakeDatasetConfig, hydra_main, resolved_yaml
 
 
-def run(cfg: DictConfig) -> dict:
+def run(cfg: MakeDatasetConfig, command: str = "") -> dict:
     """Generate, save and summarise; returns the paths written and the summary."""
-    data_cfg = from_dict(dataset.DataConfig, OmegaConf.to_container(cfg.data, resolve=True))
-    path = Path(to_absolute_path(str(data_cfg.path)))
-    elements = None if data_cfg.elements is None else list(data_cfg.elements)
+    from hydra.utils import to_absolute_path
+
+    from crystaljax.structures import dataset
+
+    data = cfg.data
     t0 = time.perf_counter()
-    ds = dataset.generate(
-        seed=int(cfg.seed), per_class=int(data_cfg.per_class), elements=elements,
-        target=int(data_cfg.target), splits=tuple(data_cfg.splits), progress=True,
-        workers=int(data_cfg.workers),
-    )
+    ds = dataset.generate(seed=cfg.seed, per_class=data.per_class, elements=data.elements, target=data.target,
+                          splits=data.splits, progress=cfg.progress, workers=data.workers)
     seconds = time.perf_counter() - t0
-    ds.info["command"] = "python experiments/make_dataset.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    ds.info["config"] = OmegaConf.to_container(cfg.data, resolve=True)
+    ds.info["command"] = command
+    ds.info["config"] = dataclasses.asdict(data)
     ds.info["seconds"]["wall"] = round(seconds, 2)
-    npz = dataset.save(ds, path)
+    npz = dataset.save(ds, Path(to_absolute_path(data.path)))
     config_path = npz.with_suffix(".config.yaml")
-    config_path.write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    config_path.write_text(resolved_yaml(cfg))
     summary_path = dataset.summary_path(npz)
     summary = json.loads(summary_path.read_text())
     print(json.dumps({k: summary[k] for k in ("n_structures", "per_class", "per_prototype", "n_elements",
@@ -51,9 +46,9 @@ def run(cfg: DictConfig) -> dict:
     return {"npz": str(npz), "summary": str(summary_path), "config": str(config_path), "stats": summary}
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
-def main(cfg: DictConfig) -> None:
-    run(cfg)
+@hydra_main("make_dataset")
+def main(cfg: MakeDatasetConfig) -> None:
+    run(cfg, "python experiments/make_dataset.py " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
 
 
 if __name__ == "__main__":

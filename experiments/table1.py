@@ -157,6 +157,11 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     return results
 
 
+from crystaljax.config import register_configs  # noqa: E402
+
+register_configs()  # the typed schemas conf/table1.yaml names in its defaults
+
+
 @hydra.main(version_base="1.3", config_path="../conf", config_name="table1")
 def main(cfg: DictConfig) -> None:
     run(cfg, Path(HydraConfig.get().runtime.output_dir))

@@ -166,6 +166,11 @@ def _version() -> str:
         return "unknown"
 
 
+from crystaljax.config import register_configs  # noqa: E402
+
+register_configs()
+
+
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> float | None:
     metrics = run(cfg, Path(HydraConfig.get().runtime.output_dir))

@@ -181,6 +181,11 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     return result
 
 
+from crystaljax.config import register_configs  # noqa: E402
+
+register_configs()  # the typed schemas conf/transitions.yaml names in its defaults
+
+
 @hydra.main(version_base="1.3", config_path="../conf", config_name="transitions")
 def main(cfg: DictConfig) -> None:
     run(cfg, Path(HydraConfig.get().runtime.output_dir))

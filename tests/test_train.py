@@ -209,6 +209,9 @@ def test_train_entry_point_smoke(tmp_path, monkeypatch):
     entry = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(entry)
     monkeypatch.chdir(tmp_path)
+    from crystaljax.config import register_configs
+
+    register_configs()
     with initialize_config_dir(config_dir=str(root / "conf"), version_base="1.3"):
         cfg = compose("config", overrides=["data=tiny", "data.per_class=2", "optim.epochs=1", "optim.batch_size=8",
                                            "logger=wandb", "progress=false", "export_to=exported"])

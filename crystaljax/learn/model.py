@@ -10,53 +10,15 @@ input (B, 64, 64, 3) NHWC -> conv 7x7 x32, x32 (same, ReLU) -> max-pool 2 -> con
 
 from __future__ import annotations
 
-import dataclasses
 import functools
-from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 import jax
 import numpy as np
 from flax import nnx
 
+from crystaljax.config import ModelConfig  # the schema lives in crystaljax.config
 
-@dataclass(frozen=True)
-class ModelConfig:
-    """Architecture of the ConvNet.
-
-    filters: output channels of the six 'same' convolutions; a 2x2 max-pool follows the 2nd and 4th.
-    kernel: square kernel size.  dense: width of the hidden dense layer.  dropout: rate before flatten.
-    image_size / channels: input image shape (H = W = image_size).
-    bn_momentum / bn_epsilon: batch norm running-average momentum and variance epsilon
-    (Keras defaults 0.99 / 1e-3, as in the reference implementation).
-    """
-
-    name: str = "convnet"
-    n_classes: int = 7
-    filters: tuple[int, ...] = (32, 32, 16, 16, 8, 8)
-    kernel: int = 7
-    dense: int = 128
-    dropout: float = 0.25
-    image_size: int = 64
-    channels: int = 3
-    bn_momentum: float = 0.99
-    bn_epsilon: float = 1e-3
-
-    @classmethod
-    def from_dict(cls, values: Mapping[str, Any] | None) -> "ModelConfig":
-        """Build from a mapping (e.g. an OmegaConf container or a model card), ignoring unknown keys."""
-        if values is None:
-            return cls()
-        names = {f.name for f in dataclasses.fields(cls)}
-        kw = {k: v for k, v in dict(values).items() if k in names}
-        if "filters" in kw:
-            kw["filters"] = tuple(int(f) for f in kw["filters"])
-        return cls(**kw)
-
-    def to_dict(self) -> dict:
-        d = dataclasses.asdict(self)
-        d["filters"] = list(self.filters)
-        return d
 
 
 POOL_AFTER = (1, 3)  # max-pool 2x2 after the 2nd and 4th convolution (0-based indices)

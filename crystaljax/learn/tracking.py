@@ -12,7 +12,6 @@ configured mode (so ``WANDB_MODE=disabled`` silences every run).
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,33 +19,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from crystaljax.config import LoggerConfig  # the schema lives in crystaljax.config
 
-@dataclass(frozen=True)
-class LoggerConfig:
-    """name: "none" | "wandb".  mode: "offline" | "disabled" | "online" (wandb only).
-    project / entity / group / tags / run_name: passed to ``wandb.init``; dir: where wandb writes
-    (default: the run directory given to :func:`start`)."""
-
-    name: str = "none"
-    mode: str = "offline"
-    project: str = "crystaljax"
-    entity: str | None = None
-    group: str | None = None
-    tags: tuple[str, ...] = ()
-    run_name: str | None = None
-    dir: str | None = None
-
-    @classmethod
-    def from_dict(cls, values: Mapping[str, Any] | None) -> "LoggerConfig":
-        if values is None:
-            return cls()
-        names = {f.name for f in dataclasses.fields(cls)}
-        kw = {k: v for k, v in dict(values).items() if k in names}
-        if kw.get("tags") is not None:
-            kw["tags"] = tuple(kw["tags"])
-        else:
-            kw.pop("tags", None)
-        return cls(**kw)
 
 
 _MODES = ("offline", "disabled", "online")

@@ -30,6 +30,7 @@ import numpy as np
 import optax
 from flax import nnx
 
+from crystaljax.config import OptimConfig  # the schema lives in crystaljax.config
 from crystaljax.learn import evaluate as _ev
 from crystaljax.learn import tracking as _tracking
 from crystaljax.learn.model import ConvNet, ModelConfig, build_model
@@ -45,29 +46,6 @@ MODEL_FORMAT = "crystaljax-convnet/1"
 
 # --------------------------------------------------------------------------------------------
 # configuration and state
-
-
-@dataclass(frozen=True)
-class OptimConfig:
-    """Optimiser and schedule.  name: "adam" | "adamw" | "sgd" (momentum 0.9).
-
-    weight_decay > 0 with adam uses decoupled decay (adamw).  epochs: passes over the train split.
-    eval_batch_size: batch size for val/test prediction.
-    """
-
-    name: str = "adam"
-    learning_rate: float = 1e-3
-    batch_size: int = 32
-    epochs: int = 5
-    weight_decay: float = 0.0
-    eval_batch_size: int = 64
-
-    @classmethod
-    def from_dict(cls, values: Mapping[str, Any] | None) -> "OptimConfig":
-        if values is None:
-            return cls()
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in dict(values).items() if k in names})
 
 
 def make_optimizer(cfg: OptimConfig) -> optax.GradientTransformation:

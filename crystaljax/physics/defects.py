@@ -21,7 +21,7 @@ exact no-op (bit-identical output).
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -30,136 +30,10 @@ import numpy as np
 import jax
 import jax.numpy as jnp
 
+from crystaljax.config import DefectConfig  # the schema lives in crystaljax.config
+from crystaljax.config import check_elements as _check_elements
+from crystaljax.config import is_static_zero as _is_static_zero
 from crystaljax.structure import Structure
-
-MAX_Z = 96
-
-
-def _is_tracer(x) -> bool:
-    return isinstance(x, jax.core.Tracer)
-
-
-def _is_static_zero(x) -> bool:
-    """True for a concrete (non-traced) level equal to 0."""
-    if _is_tracer(x):
-        return False
-    try:
-        return float(x) == 0.0
-    except (TypeError, ValueError):
-        return False
-
-
-def _check_number(name: str, value, lo: float, hi: float, hi_inclusive: bool):
-    """Validate a concrete level in [lo, hi) or [lo, hi]; tracers pass through unchecked."""
-    if _is_tracer(value):
-        return value
-    if isinstance(value, (bool, np.bool_)) or isinstance(value, str):
-        raise ValueError(f"{name} must be a number, got {value!r}")
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a number, got {value!r}") from None
-    ok = lo <= v <= hi if hi_inclusive else lo <= v < hi
-    if not ok:
-        bracket = "]" if hi_inclusive else ")"
-        raise ValueError(f"{name} must be in [{lo:g}, {hi:g}{bracket}, got {value!r}")
-    return v
-
-
-def _check_elements(value) -> tuple[int, ...]:
-    if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
-        raise ValueError(f"substitution_elements must be a list of atomic numbers, got {value!r}")
-    out = []
-    for e in value:
-        if isinstance(e, (bool, np.bool_)) or not isinstance(e, (int, np.integer, float, np.floating)):
-            raise ValueError(f"substitution_elements must hold atomic numbers, got {value!r}")
-        if float(e) != int(e) or not 1 <= int(e) <= MAX_Z:
-            raise ValueError(f"substitution_elements must hold atomic numbers in 1..{MAX_Z}, got {value!r}")
-        out.append(int(e))
-    if len(set(out)) != len(out):
-        raise ValueError(f"substitution_elements has repeated elements: {value!r}")
-    return tuple(out)
-
-
-@dataclass(frozen=True)
-class DefectConfig:
-    """Which defects to apply, and how strongly (all levels 0 = pristine).
-
-    displacement_sigma:    std of the Gaussian displacement of each Cartesian component, in Å of the
-                           PHYSICAL structure (divided by ``structure.nn_distance`` before it is
-                           applied to the scaled cluster).  With ``displacement_relative=True`` it is a
-                           fraction of the nearest-neighbour distance, applied to the scaled
-                           positions directly.
-    vacancy_fraction:      fraction in [0, 1) of the present atoms turned into vacancies.
-    substitution_fraction: fraction in [0, 1) of the present atoms given a new species.
-    substitution_elements: atomic numbers (1..96) of the substituting species; 1 -> binary,
-                           2 -> ternary alloy; each substituted atom picks one uniformly among the
-                           listed species different from its own.
-    sublattice_fraction:   fraction in [0, 1] of the present atoms with ``tags == sublattice_tag``
-                           removed (1.0 on the bcc body centres gives sc).
-    random_levels:         if true, every call draws each non-zero level uniformly in [0, level]
-                           (per structure, from its own key stream): a spread of defect strengths
-                           for training augmentation.
-    renormalize:           if true, rescale the defective cluster to unit mean nearest-neighbour
-                           distance at the end, as the host pipeline scales a defective input file.
-
-    Lists (e.g. from Hydra) are converted to tuples.  Levels may also be traced JAX scalars (then
-    they are not validated here; ``apply_defects`` clips fractions to [0, 1]).
-    """
-
-    name: str = "none"
-    displacement_sigma: float = 0.0
-    displacement_relative: bool = False
-    vacancy_fraction: float = 0.0
-    substitution_fraction: float = 0.0
-    substitution_elements: tuple[int, ...] = ()
-    sublattice_fraction: float = 0.0
-    sublattice_tag: int = 1
-    random_levels: bool = False
-    renormalize: bool = False
-
-    def __post_init__(self):
-        def put(field, value):
-            object.__setattr__(self, field, value)
-
-        put("displacement_sigma", _check_number("displacement_sigma", self.displacement_sigma, 0.0, np.inf, True))
-        put("vacancy_fraction", _check_number("vacancy_fraction", self.vacancy_fraction, 0.0, 1.0, False))
-        put("substitution_fraction",
-            _check_number("substitution_fraction", self.substitution_fraction, 0.0, 1.0, False))
-        put("sublattice_fraction", _check_number("sublattice_fraction", self.sublattice_fraction, 0.0, 1.0, True))
-        if not isinstance(self.displacement_relative, (bool, np.bool_)):
-            raise ValueError(f"displacement_relative must be true or false, got {self.displacement_relative!r}")
-        put("displacement_relative", bool(self.displacement_relative))
-        if not isinstance(self.random_levels, (bool, np.bool_)):
-            raise ValueError(f"random_levels must be true or false, got {self.random_levels!r}")
-        put("random_levels", bool(self.random_levels))
-        if not isinstance(self.renormalize, (bool, np.bool_)):
-            raise ValueError(f"renormalize must be true or false, got {self.renormalize!r}")
-        put("renormalize", bool(self.renormalize))
-        st = self.sublattice_tag
-        if isinstance(st, (bool, np.bool_)) or not isinstance(st, (int, np.integer)):
-            raise ValueError(f"sublattice_tag must be an integer, got {st!r}")
-        put("sublattice_tag", int(st))
-        put("substitution_elements", _check_elements(self.substitution_elements))
-        if not self.substitution_elements and not _is_static_zero(self.substitution_fraction):
-            raise ValueError(
-                f"substitution_elements is empty but substitution_fraction={self.substitution_fraction!r}; "
-                "list the substituting atomic numbers, e.g. [29, 47]"
-            )
-        put("name", str(self.name))
-
-    @classmethod
-    def from_dict(cls, values: Mapping[str, Any] | None) -> "DefectConfig":
-        """Build from a mapping (e.g. a Hydra/OmegaConf node); unknown keys are an error."""
-        if values is None:
-            return cls()
-        values = dict(values)
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - names)
-        if unknown:
-            raise ValueError(f"unknown defect config field(s) {unknown}; valid: {sorted(names)}")
-        return cls(**values)
-
 
 # --------------------------------------------------------------------------------------------
 # exact-count random selection

@@ -35,6 +35,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from crystaljax.config import DataConfig  # noqa: F401  (the schema lives in crystaljax.config)
 from crystaljax.structures import prototypes as _proto
 from crystaljax.structures.prototypes import CLASSES, PROTOTYPES, REFERENCES
 from crystaljax.structure import Structure, from_ase, pad_to, stack
@@ -733,24 +734,6 @@ def _json_default(obj):
     if isinstance(obj, Path):
         return str(obj)
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
-
-
-@dataclass(frozen=True)
-class DataConfig:
-    """The ``data`` config group (conf/data/*.yaml).
-
-    per_class: structures per class.  splits: (train, val, test) or (train, test) fractions.
-    elements: symbols, or None for the default 83.  target: cluster size.  path: output .npz.
-    workers: processes for cluster building.
-    """
-
-    name: str = "aflow_like"
-    per_class: int = 1400
-    splits: tuple[float, ...] = (0.8, 0.1, 0.1)
-    elements: tuple[str, ...] | None = None
-    target: int = 250
-    path: str = "data/generated/aflow_like_seed0.npz"
-    workers: int = 2
 
 
 __all__ = [

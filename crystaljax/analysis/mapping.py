@@ -1,0 +1,509 @@
+"""Local structure maps of large structures: strided windows, batched classification, per-atom votes.
+
+    from crystaljax.analysis.mapping import map_atoms
+    result = map_atoms(atoms)                  # MapResult
+    out = result.to_atoms(atoms)               # per-atom arrays crystal_class, class_probability, uncertainty
+
+Method (all host work vectorised over windows; the device work in fixed-size jitted chunks):
+
+1. Window centres on a grid of ``stride`` Å: over the cell for periodic input (positions wrapped; periodic
+   images within reach of the window added to the point set), over the bounding box for finite input,
+   keeping only centres with an atom within ``stride`` (so empty space costs nothing).
+2. Each window = the ``window`` atoms nearest its centre (an int), or the atoms within ``window`` Å of it
+   (a float, capped at 4 x the model's cluster size), one vectorised ``cKDTree.query`` for all centres.
+3. Scale: each window's positions are centred on its centroid and divided by the window's nearest-neighbour
+   distance (median over its atoms of the per-atom nearest-neighbour distance, which one k-d tree query over
+   the whole structure gives); robust to the short distances at grain boundaries and to vacancies.
+4. Orientation: the model is not rotation invariant (it was trained on clusters in the standard orientation
+   of their lattice), so each window is rotated into the standard orientation of the lattice it matches.
+   Lattices are estimated only on a few seed windows and matched to all atoms by vectorised k-d tree queries
+   (:func:`orient_windows`); ``docs/MAPS.md`` measures this against no orientation and a lattice per window.
+5. Windows are padded into a batched :class:`crystaljax.structure.Structure` chunk by chunk (``chunk``
+   windows at a time, so memory is bounded by the chunk, not the structure) and classified by
+   :meth:`crystaljax.learn.classifier.Classifier.predict`.
+6. Per-atom probabilities = weighted mean of the probabilities of the windows that contain the atom, weight
+   exp(-r^2 / 2 sigma^2) with r the atom's distance to the window centre and sigma = ``sigma`` x the window
+   radius.  ``uncertainty`` = the entropy (nats) of that per-atom mixture, so it is high where windows
+   disagree (grain boundaries) as well as where single windows are unsure; when the classifier's
+   ``Prediction`` provides ``mutual_information`` (MC dropout), the weighted mean of the windows' mutual
+   information is added as ``epistemic``.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from crystaljax.errors import StructureError
+
+#: Default grid spacing of the window centres (Å); chosen by measurement (docs/MAPS.md).
+DEFAULT_STRIDE = 4.0
+#: Width of the Gaussian vote weight as a fraction of each window's radius.
+DEFAULT_SIGMA = 0.5
+#: Windows per device chunk (bounded memory: chunk x n_max x 3 floats on the host, the fingerprint per chunk).
+DEFAULT_CHUNK = 256
+
+
+@dataclass
+class MapResult:
+    """Per-atom and per-window results of :func:`map_atoms`.
+
+    classes:               (C,) class names.
+    probabilities:         (N, C) per-atom class probabilities (weighted vote of the windows).
+    crystal_class:         (N,) str, the most probable class of each atom.
+    class_probability:     (N,) probability of that class.
+    uncertainty:           (N,) entropy (nats) of the per-atom probabilities; 0 = certain, ln C = uniform.
+    coverage:              (N,) number of windows that contain the atom.
+    window_centres:        (W, 3) Å.
+    window_probabilities:  (W, C).
+    window_uncertainty:    (W,) entropy (nats) of each window's probabilities.
+    window_radius:         (W,) Å, distance of the farthest atom of each window from its centre.
+    window_scale:          (W,) Å, nearest-neighbour distance used to scale each window.
+    epistemic:             (N,) mean mutual information of the covering windows, or None.
+    info:                  parameters and timings (s).
+    """
+
+    classes: tuple[str, ...]
+    probabilities: np.ndarray
+    uncertainty: np.ndarray
+    coverage: np.ndarray
+    window_centres: np.ndarray
+    window_probabilities: np.ndarray
+    window_uncertainty: np.ndarray
+    window_radius: np.ndarray
+    window_scale: np.ndarray
+    epistemic: np.ndarray | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def class_index(self) -> np.ndarray:
+        return np.argmax(self.probabilities, axis=1)
+
+    @property
+    def crystal_class(self) -> np.ndarray:
+        return np.asarray(self.classes, dtype=object)[self.class_index].astype(str)
+
+    @property
+    def class_probability(self) -> np.ndarray:
+        return np.max(self.probabilities, axis=1)
+
+    def fractions(self) -> dict[str, float]:
+        """Fraction of atoms per class (every class listed, in model order)."""
+        counts = np.bincount(self.class_index, minlength=len(self.classes))
+        return {c: float(n) / max(1, len(self.probabilities)) for c, n in zip(self.classes, counts)}
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-ready statistics: atoms, windows, fraction per class, mean probability and uncertainty."""
+        return {
+            "n_atoms": int(len(self.probabilities)),
+            "n_windows": int(len(self.window_centres)),
+            "fractions": self.fractions(),
+            "mean_class_probability": float(np.mean(self.class_probability)) if len(self.probabilities) else 0.0,
+            "mean_uncertainty": float(np.mean(self.uncertainty)) if len(self.probabilities) else 0.0,
+            **{k: v for k, v in self.info.items() if isinstance(v, (int, float, str, bool))},
+        }
+
+    def to_atoms(self, atoms):
+        """A copy of ``atoms`` with per-atom arrays ``crystal_class`` (str), ``class_probability``,
+        ``uncertainty`` (and ``epistemic`` when present), for ``ase.io.write(..., format='extxyz')``."""
+        out = atoms.copy()
+        out.new_array("crystal_class", self.crystal_class.astype("U16"))
+        out.new_array("class_probability", self.class_probability.astype(np.float64))
+        out.new_array("uncertainty", self.uncertainty.astype(np.float64))
+        if self.epistemic is not None:
+            out.new_array("epistemic", self.epistemic.astype(np.float64))
+        return out
+
+
+# ------------------------------------------------------------------------------------------------ geometry
+
+
+def _entropy(p: np.ndarray) -> np.ndarray:
+    q = np.clip(p, 1e-12, 1.0)
+    return -np.sum(q * np.log(q), axis=-1)
+
+
+def _is_periodic(atoms) -> bool:
+    from crystaljax.structures.io import is_periodic
+
+    return bool(is_periodic(atoms))
+
+
+def point_set(atoms, reach: float) -> tuple[np.ndarray, np.ndarray]:
+    """Points (M, 3) Å and the atom index (M,) of each: the atoms themselves for finite input; for periodic
+    input the wrapped atoms plus every periodic image within ``reach`` Å of the cell."""
+    pos = np.asarray(atoms.positions, dtype=np.float64)
+    n = len(pos)
+    if not _is_periodic(atoms):
+        return pos, np.arange(n)
+    cell = np.asarray(atoms.cell[:], dtype=np.float64)
+    frac = np.linalg.solve(cell.T, pos.T).T
+    frac -= np.floor(frac)
+    pos = frac @ cell
+    volume = abs(float(np.linalg.det(cell)))
+    spacings = volume / np.linalg.norm(np.cross(np.roll(cell, -1, 0), np.roll(cell, -2, 0)), axis=1)
+    reps = [int(np.ceil(reach / s)) for s in spacings]
+    shifts = np.stack(np.meshgrid(*[np.arange(-k, k + 1) for k in reps], indexing="ij"), -1).reshape(-1, 3)
+    shifts = shifts[np.argsort(np.abs(shifts).sum(axis=1), kind="stable")]  # the atoms themselves first
+    fr = (frac[None, :, :] + shifts[:, None, :]).reshape(-1, 3)
+    lo = -reach / spacings
+    hi = 1 + reach / spacings
+    keep = np.all((fr >= lo) & (fr <= hi), axis=1)
+    owner = np.tile(np.arange(n), len(shifts))[keep]
+    return fr[keep] @ cell, owner
+
+
+def window_centres(atoms, stride: float, tree=None) -> np.ndarray:
+    """(W, 3) Å grid of window centres with spacing ~``stride`` Å: the whole cell for periodic input, the
+    bounding box for finite input restricted to points with an atom within ``stride`` Å."""
+    from scipy.spatial import cKDTree
+
+    if not stride > 0:
+        raise StructureError(f"stride must be positive, got {stride!r} A")
+    if _is_periodic(atoms):
+        cell = np.asarray(atoms.cell[:], dtype=np.float64)
+        volume = abs(float(np.linalg.det(cell)))
+        spacings = volume / np.linalg.norm(np.cross(np.roll(cell, -1, 0), np.roll(cell, -2, 0)), axis=1)
+        counts = [max(1, int(round(s / stride))) for s in spacings]
+        grid = np.stack(np.meshgrid(*[(np.arange(k) + 0.5) / k for k in counts], indexing="ij"), -1)
+        return grid.reshape(-1, 3) @ cell
+    pos = np.asarray(atoms.positions, dtype=np.float64)
+    lo, hi = pos.min(axis=0), pos.max(axis=0)
+    axes = []
+    for a, b in zip(lo, hi):
+        k = max(1, int(np.ceil((b - a) / stride)))
+        mid = 0.5 * (a + b)
+        axes.append(mid + (np.arange(k) - (k - 1) / 2.0) * stride)
+    grid = np.stack(np.meshgrid(*axes, indexing="ij"), -1).reshape(-1, 3)
+    tree = cKDTree(pos) if tree is None else tree
+    d, _ = tree.query(grid, k=1, distance_upper_bound=stride)
+    return grid[np.isfinite(d)]
+
+
+def gather_windows(points: np.ndarray, owner: np.ndarray, centres: np.ndarray, window, tree=None,
+                   max_atoms: int = 1000) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Indices into ``points`` (W, K), validity mask (W, K) and distances to the centre (W, K) of the windows.
+
+    ``window``: int = that many nearest points; float = the points within that radius (Å), at most
+    ``max_atoms`` of them.  One vectorised k-d tree query for all centres.
+    """
+    from scipy.spatial import cKDTree
+
+    tree = cKDTree(points) if tree is None else tree
+    if isinstance(window, (int, np.integer)):
+        k = int(min(window, len(points)))
+        d, idx = tree.query(centres, k=k)
+        d, idx = d.reshape(len(centres), k), idx.reshape(len(centres), k)
+        return idx, np.ones_like(idx, dtype=bool), d
+    radius = float(window)
+    if not radius > 0:
+        raise StructureError(f"window radius must be positive, got {radius!r} A")
+    k = int(min(max_atoms, len(points)))
+    d, idx = tree.query(centres, k=k, distance_upper_bound=radius)
+    d, idx = d.reshape(len(centres), k), idx.reshape(len(centres), k)
+    valid = np.isfinite(d)
+    n_used = int(valid.sum(axis=1).max()) if valid.size else 0
+    n_used = max(n_used, 1)
+    idx, valid, d = idx[:, :n_used], valid[:, :n_used], d[:, :n_used]
+    idx = np.where(valid, idx, 0)
+    return idx, valid, np.where(valid, d, 0.0)
+
+
+def _first_points(owner: np.ndarray, n_atoms: int) -> np.ndarray:
+    """(n_atoms,) index of one point of each atom (its first occurrence in ``owner``)."""
+    first = np.full(n_atoms, -1)
+    first[owner[::-1]] = np.arange(len(owner))[::-1]
+    return first
+
+
+def nn_distances(points: np.ndarray, owner: np.ndarray, n_atoms: int, tree=None) -> np.ndarray:
+    """(n_atoms,) distance (Å) from each atom to its nearest other point (periodic images included)."""
+    from scipy.spatial import cKDTree
+
+    tree = cKDTree(points) if tree is None else tree
+    d, _ = tree.query(points[_first_points(owner, n_atoms)], k=2)
+    return d[:, 1]
+
+
+def window_scale(nn: np.ndarray, idx: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """(W,) nearest-neighbour distance (Å) of each window: the median over its atoms of the per-atom
+    distances ``nn`` (robust against the short pairs at grain boundaries and the long ones at vacancies)."""
+    vals = np.where(valid, nn[idx], np.nan)
+    return np.nanmedian(vals, axis=1)
+
+
+#: A window takes a known lattice when it scores at least this fraction of the lattice's seed window score.
+ACCEPT_FRACTION = 0.7
+#: Match radius of the lattice-translation test, as a fraction of the nearest-neighbour distance.
+LATTICE_TOLERANCE = 0.25
+
+
+def _combos() -> np.ndarray:
+    """(13, 3) integer vectors n in {-1, 0, 1}^3, one of each +-n pair."""
+    n = np.stack(np.meshgrid(*[np.arange(-1, 2)] * 3, indexing="ij"), -1).reshape(-1, 3)
+    keep = [v for v in n if v.any() and tuple(v) > tuple(-v)]
+    return np.asarray(keep, dtype=np.float64)
+
+
+def lattice_scores(points: np.ndarray, atom_points: np.ndarray, basis: np.ndarray, tol: float, tree) -> np.ndarray:
+    """(n,) fraction of the 26 translations +-n.B (n in {-1,0,1}^3) of ``basis`` (rows, Å) that carry each
+    atom (``atom_points`` (n, 3)) to within ``tol`` Å of a point: ~1 inside a crystal of that lattice and
+    orientation, low elsewhere.  One vectorised k-d tree query per translation."""
+    T = _combos() @ np.asarray(basis, dtype=np.float64)
+    T = np.concatenate([T, -T])
+    hits = np.zeros(len(atom_points))
+    for t in T:  # 26 vectorised queries over all atoms
+        d, _ = tree.query(atom_points + t, k=1, distance_upper_bound=tol)
+        hits += np.isfinite(d)
+    return hits / len(T)
+
+
+def _rotation_between(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Proper rotation R (3, 3) with b ~ a @ R.T for centred point sets a, b (N, 3) (Kabsch)."""
+    u, _, vt = np.linalg.svd(a.T @ b)
+    d = np.sign(np.linalg.det(u @ vt))
+    return (u @ np.diag([1.0, 1.0, d]) @ vt).T
+
+
+def _seed_lattice(pos: np.ndarray):
+    """Lattice (3, 3) Å in the file frame and the rotation R into its standard orientation of one window's
+    centred positions (N, 3) Å via :func:`crystaljax.structures.lattice.orient_finite`, or None."""
+    from ase import Atoms
+
+    from crystaljax.structures.lattice import orient_finite
+
+    try:
+        out = orient_finite(Atoms(numbers=np.full(len(pos), 26), positions=pos), target=len(pos), core=False)
+    except Exception:  # noqa: BLE001 - degenerate window: no lattice
+        return None
+    if not out.info.get("lattice_found", False):
+        return None
+    rotated = np.asarray(out.positions, dtype=np.float64)
+    R = _rotation_between(pos - pos.mean(axis=0), rotated - rotated.mean(axis=0))
+    basis = np.asarray(out.info["estimated_cell"], dtype=np.float64) @ R  # back into the file frame
+    return basis, R
+
+
+def orient_each(points: np.ndarray, idx: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Reference method: a lattice estimated for every window (a Python loop, ~25 ms a window unloaded).
+    Returns rotations (W, 3, 3) (identity where no lattice is found) and found (W,) bool."""
+    R_all = np.broadcast_to(np.eye(3), (len(idx), 3, 3)).copy()
+    found = np.zeros(len(idx), bool)
+    for i in range(len(idx)):
+        sel = idx[i, valid[i]]
+        res = _seed_lattice(points[sel] - points[sel].mean(axis=0))
+        if res is not None:
+            R_all[i], found[i] = res[1], True
+    return R_all, found
+
+
+def orient_windows(points: np.ndarray, owner: np.ndarray, n_atoms: int, idx: np.ndarray, valid: np.ndarray,
+                   nn: float, tree, *, max_seeds: int = 48, tolerance: float = LATTICE_TOLERANCE,
+                   rng_seed: int = 0) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Rotations (W, 3, 3) putting each window into its lattice's standard orientation, without estimating a
+    lattice per window.
+
+    Lattices are estimated (:func:`crystaljax.structures.lattice.orient_finite`) only on a few seed windows;
+    every atom is then scored against each found lattice (:func:`lattice_scores`, vectorised) and a window
+    takes the rotation of the lattice its atoms match best.  Seeds are added (farthest from earlier seeds
+    first) while some window scores below ``ACCEPT_FRACTION`` of every lattice's seed score, up to
+    ``max_seeds`` estimates.  Windows that match no lattice keep the file's frame (identity).
+    Returns (R, lattice index per window (-1 = none), info).
+    """
+    w = len(idx)
+    first = _first_points(owner, n_atoms)
+    atom_pts = points[first]
+    tol = tolerance * nn
+    win_atoms = owner[idx]
+    counts = np.maximum(valid.sum(axis=1), 1)
+    centres = np.where(valid[..., None], points[idx], 0).sum(axis=1) / counts[:, None]
+    bases, rots, seed_score = [], [], []
+    scores = np.zeros((0, w))
+    tried = np.zeros(w, bool)
+    n_seeds = 0
+    t0 = time.perf_counter()
+    while n_seeds < max_seeds:
+        if len(bases):
+            rel = scores / np.asarray(seed_score)[:, None]
+            ok = rel.max(axis=0) >= ACCEPT_FRACTION
+        else:
+            ok = np.zeros(w, bool)
+        need = ~ok & ~tried
+        if not need.any():
+            break
+        cand = np.flatnonzero(need)
+        if tried.any():  # farthest from the windows already tried
+            from scipy.spatial import cKDTree
+
+            dist, _ = cKDTree(centres[tried]).query(centres[cand])
+            pick = int(cand[np.argmax(dist)])
+        else:  # start at the window nearest the middle of the structure
+            pick = int(cand[np.argmin(np.linalg.norm(centres[cand] - centres.mean(axis=0), axis=1))])
+        tried[pick] = True
+        n_seeds += 1
+        sel = idx[pick, valid[pick]]
+        found = _seed_lattice(points[sel] - points[sel].mean(axis=0))
+        if found is None:
+            continue
+        basis, R = found
+        per_atom = lattice_scores(points, atom_pts, basis, tol, tree)
+        win = np.where(valid, per_atom[win_atoms], 0.0).sum(axis=1) / counts
+        if not win[pick] > 0:
+            continue
+        bases.append(basis)
+        rots.append(R)
+        seed_score.append(float(win[pick]))
+        scores = np.concatenate([scores, win[None]])
+    which = np.full(w, -1)
+    R_all = np.broadcast_to(np.eye(3), (w, 3, 3)).copy()
+    if len(bases):
+        best = np.argmax(scores / np.asarray(seed_score)[:, None], axis=0)
+        has = scores[best, np.arange(w)] > 0
+        which[has] = best[has]
+        R_all[has] = np.asarray(rots)[best[has]]
+    info = {"n_seed_windows": int(n_seeds), "n_lattices": len(bases), "time_lattices_s": time.perf_counter() - t0,
+            "fraction_windows_matched": float(np.mean(which >= 0))}
+    return R_all, which, info
+
+
+def build_batch(points: np.ndarray, numbers: np.ndarray, idx: np.ndarray, valid: np.ndarray,
+                scale: np.ndarray, n_max: int, rotations: np.ndarray | None = None):
+    """Batched :class:`Structure` of W windows: positions centred on each window's centroid and divided by
+    its ``scale`` (so neighbours sit ~1 Å apart), rotated by ``rotations`` (W, 3, 3) if given, padded to
+    ``n_max`` rows."""
+    from crystaljax.structure import Structure
+
+    w, k = idx.shape
+    pos = points[idx]  # (W, K, 3)
+    m = valid[..., None].astype(np.float64)
+    centroid = (pos * m).sum(axis=1) / np.maximum(m.sum(axis=1), 1.0)
+    pos = (pos - centroid[:, None, :]) * m / scale[:, None, None]
+    if rotations is not None:
+        pos = np.einsum("wkj,wij->wki", pos, rotations)
+    out_pos = np.zeros((w, n_max, 3), np.float32)
+    out_pos[:, :k] = pos
+    out_num = np.zeros((w, n_max), np.int32)
+    out_num[:, :k] = np.where(valid, numbers[idx], 0)
+    out_mask = np.zeros((w, n_max), np.float32)
+    out_mask[:, :k] = valid
+    return Structure(out_pos, out_num, out_mask, np.zeros((w, n_max), np.int32), scale.astype(np.float32))
+
+
+# ------------------------------------------------------------------------------------------------ the map
+
+
+def map_atoms(atoms, classifier=None, *, stride: float = DEFAULT_STRIDE, window=None, sigma: float = DEFAULT_SIGMA,
+              orient: str = "lattices", chunk: int = DEFAULT_CHUNK, batch_size: int = 64, progress: bool = False
+              ) -> MapResult:
+    """Per-atom crystal classes, probabilities and uncertainty of a large structure (see module docstring).
+
+    atoms:      ``ase.Atoms``, periodic (all three directions) or finite; positions in Å.
+    classifier: a :class:`crystaljax.learn.classifier.Classifier`, a shipped model name or a model path
+                (None = ``default``).
+    stride:     grid spacing of the window centres, Å.
+    window:     int = atoms per window (default: the model's cluster size, 250); float = radius in Å.
+    sigma:      Gaussian vote width as a fraction of the window radius.
+    orient:     how windows are rotated into their lattice's standard orientation: ``"lattices"`` (lattices
+                estimated on a few seed windows, matched to every window; :func:`orient_windows`),
+                ``"each"`` (a lattice estimated per window; slow reference) or ``"none"``.  docs/MAPS.md.
+    chunk:      windows built and classified per step (memory bound); batch_size: windows per device call.
+    """
+    from scipy.spatial import cKDTree
+
+    from crystaljax.learn.classifier import Classifier
+    from crystaljax.structure import pad_to
+
+    t0 = time.perf_counter()
+    if not isinstance(classifier, Classifier):
+        classifier = Classifier.load(classifier)
+    n = len(atoms)
+    if n < 2:
+        raise StructureError(f"a map needs at least two atoms, got {n}")
+    pos = np.asarray(atoms.positions, dtype=np.float64)
+    if not np.all(np.isfinite(pos)):
+        raise StructureError("positions contain NaN or inf")
+    if window is None:
+        window = int(classifier.spec.cluster_target)
+    periodic = _is_periodic(atoms)
+    if periodic:
+        # reach: the radius of a window of ``window`` atoms at this density (x1.5), or the given radius
+        volume = abs(float(np.linalg.det(atoms.cell[:])))
+        k = window if isinstance(window, (int, np.integer)) else None
+        reach = 1.5 * (3 * k * volume / n / (4 * np.pi)) ** (1 / 3) if k else float(window) * 1.05
+    else:
+        reach = 0.0
+    points, owner = point_set(atoms, reach)
+    tree = cKDTree(points)
+    centres = window_centres(atoms, float(stride), tree if not periodic else None)
+    idx, valid, dist = gather_windows(points, owner, centres, window, tree,
+                                      max_atoms=4 * int(classifier.spec.cluster_target))
+    nn = nn_distances(points, owner, n, tree)
+    scale = window_scale(nn, idx, valid)
+    numbers = np.asarray(atoms.numbers)[owner]
+    t_host = time.perf_counter() - t0
+    orient_info: dict[str, Any] = {}
+    if orient == "lattices":
+        rotations, which, orient_info = orient_windows(points, owner, n, idx, valid, float(np.median(nn)), tree)
+    elif orient == "each":
+        rotations, found = orient_each(points, idx, valid)
+        orient_info = {"fraction_windows_matched": float(np.mean(found))}
+    elif orient == "none":
+        rotations = None
+    else:
+        raise ValueError(f"orient must be 'lattices', 'each' or 'none', got {orient!r}")
+    t_orient = time.perf_counter() - t0 - t_host
+
+    w, k = idx.shape
+    n_max = pad_to(k)
+    probs = np.zeros((w, classifier.n_classes), np.float32)
+    mi = None
+    steps = range(0, w, chunk)
+    if progress:
+        from tqdm import tqdm
+
+        steps = tqdm(steps, total=-(-w // chunk), unit="chunk", desc=f"map {w} windows", leave=False)
+    for start in steps:
+        sl = slice(start, min(start + chunk, w))
+        batch = build_batch(points, numbers, idx[sl], valid[sl], scale[sl], n_max,
+                            None if rotations is None else rotations[sl])
+        pred = classifier.predict(batch, batch_size=batch_size)
+        probs[sl] = pred.probabilities
+        extra = getattr(pred, "mutual_information", None)
+        if extra is not None:
+            mi = np.zeros(w, np.float32) if mi is None else mi
+            mi[sl] = np.asarray(extra() if callable(extra) else extra)
+    t_device = time.perf_counter() - t0 - t_host - t_orient
+
+    # per-atom vote: Gaussian weight on the distance to the window centre
+    t2 = time.perf_counter()
+    radius = np.where(valid, dist, 0.0).max(axis=1)
+    wgt = np.exp(-0.5 * (dist / (sigma * np.maximum(radius, 1e-9))[:, None]) ** 2) * valid
+    atom = owner[idx]
+    flat_atom, flat_w = atom.ravel(), wgt.ravel()
+    acc = np.stack([np.bincount(flat_atom, weights=flat_w * np.repeat(probs[:, c], k), minlength=n)
+                    for c in range(classifier.n_classes)], axis=1)
+    total = np.bincount(flat_atom, weights=flat_w, minlength=n)
+    coverage = np.bincount(flat_atom[valid.ravel()], minlength=n)
+    missing = total <= 0
+    if missing.any():  # atoms in no window: the window whose centre is nearest
+        _, near = cKDTree(centres).query(points[_first_points(owner, n)[missing]])
+        acc[missing] = probs[near]
+        total[missing] = 1.0
+    per_atom = acc / total[:, None]
+    epistemic = None
+    if mi is not None:
+        epistemic = np.bincount(flat_atom, weights=flat_w * np.repeat(mi, k), minlength=n) / np.maximum(total, 1e-12)
+    t_vote = time.perf_counter() - t2
+    info = {
+        "stride": float(stride), "window": window if isinstance(window, (int, np.integer)) else float(window),
+        "atoms_per_window": int(k), "sigma": float(sigma), "orient": str(orient), "periodic": periodic,
+        "time_host_s": t_host, "time_orient_s": t_orient, **orient_info, "time_device_s": t_device,
+        "time_vote_s": t_vote, "time_total_s": time.perf_counter() - t0,
+    }
+    if isinstance(info["window"], np.integer):
+        info["window"] = int(info["window"])
+    return MapResult(classifier.classes, per_atom.astype(np.float32), _entropy(per_atom), coverage, centres,
+                     probs, _entropy(probs), radius, scale, epistemic, info)
