@@ -18,6 +18,14 @@ from crystaljax.structures.io import is_periodic
 #: Relative tolerance on metric-tensor entries (fraction of the mean squared lattice-vector length) used to
 #: decide that two lattice bases are equivalent, and on reciprocal-angle cosines for the sign convention.
 METRIC_RTOL = 1e-5
+#: Relative tolerance (on metric entries, fraction of trace(G) / 3) within which a lattice counts as its more
+#: symmetric neighbour when the basis is chosen: strains below ~2e-3 never change the basis type.  Far
+#: inside the data set's exclusion windows (e.g. bct c/a within 0.05 of 1 or sqrt 2, ~10 % in the metric).
+SYM_RTOL = 1e-2
+#: Niggli tolerances (ASE epsfactor) tried after the requested one when ASE's iteration does not converge.
+_NIGGLI_RETRY = (1e-7, 1e-3, 1e-9)
+#: Memory bound of the vectorised key (codes held at once); only very large inputs take more than one chunk.
+_CHUNK = 4_000_000
 #: Fractional coordinates are compared on a grid of 1 / 2**16 (~1.5e-5) when choosing among equivalent bases.
 _GRID = 2**16
 #: Above this many (reference atoms x atoms) the choice among equivalent bases uses diffraction intensities.
@@ -78,25 +86,205 @@ def _wrap(frac: np.ndarray) -> np.ndarray:
 
 
 def _int_inverse(M: np.ndarray) -> np.ndarray:
+    """Integer inverse of an integer unimodular matrix (..., 3, 3)."""
     return np.rint(np.linalg.inv(M)).astype(np.int64)
 
 
-def _niggli(cell: np.ndarray) -> np.ndarray:
-    """Integer unimodular M (rows of M @ cell = a Niggli-reduced basis of the same lattice, det(M @ cell) > 0)."""
-    from ase.build.tools import niggli_reduce_cell
 
-    _, C = niggli_reduce_cell(cell)
-    M = np.asarray(C, dtype=np.int64).T
-    if np.linalg.det(M @ cell) < 0:  # -I keeps the metric and makes the basis right-handed
+
+def _lll(cell: np.ndarray, delta: float = 0.99, max_iter: int = 1000) -> np.ndarray:
+    """Integer unimodular M (3, 3) such that the rows of M @ cell are an LLL-reduced basis (float64)."""
+    M = np.eye(3, dtype=np.int64)
+    B = cell.astype(np.float64).copy()
+    k, it = 1, 0
+    while k < 3:
+        it += 1
+        if it > max_iter:
+            raise StructureError("lattice reduction did not converge (degenerate or extreme cell)")
+        Q = np.zeros_like(B)
+        mu = np.zeros((3, 3))
+        for i in range(3):  # Gram-Schmidt of the current basis
+            Q[i] = B[i]
+            for j in range(i):
+                mu[i, j] = (B[i] @ Q[j]) / (Q[j] @ Q[j])
+                Q[i] = Q[i] - mu[i, j] * Q[j]
+        for j in range(k - 1, -1, -1):  # size-reduce b_k
+            q = int(np.rint(mu[k, j]))
+            if q:
+                B[k] -= q * B[j]
+                M[k] -= q * M[j]
+                mu[k, : j + 1] -= q * np.append(mu[j, :j], 1.0)
+        if Q[k] @ Q[k] >= (delta - mu[k, k - 1] ** 2) * (Q[k - 1] @ Q[k - 1]):
+            k += 1
+        else:
+            B[[k - 1, k]] = B[[k, k - 1]]
+            M[[k - 1, k]] = M[[k, k - 1]]
+            k = max(k - 1, 1)
+    return M
+
+
+_BOX2 = np.array([v for v in itertools.product(range(-2, 3), repeat=3) if any(v)], dtype=np.int64)  # (124, 3)
+
+
+def _minkowski(cell: np.ndarray) -> np.ndarray:
+    """Integer unimodular M with det(M @ cell) > 0 whose rows M @ cell are the shortest basis vectors
+    (3-D Minkowski reduction: a = the shortest lattice vector, b the shortest independent of a, c the
+    shortest completing a basis).  Always terminates (LLL, then at most 50 polishing rounds that strictly
+    shorten the basis).  Used as the starting point of the symmetrisation and as the fallback when the
+    Niggli reduction does not converge."""
+    cell = np.asarray(cell, dtype=np.float64)
+    M = _lll(cell)
+    for _ in range(50):
+        B = M @ cell
+        vecs = _BOX2 @ B
+        norms = np.einsum("ij,ij->i", vecs, vecs)
+        order = np.lexsort((np.arange(len(norms)), norms))
+        coef = _BOX2[order]
+        a = coef[0]
+        cross = np.cross(a, coef)  # integer: independent of a iff non-zero
+        b = coef[np.flatnonzero(np.any(cross != 0, axis=1))[0]]
+        dets = np.rint(np.linalg.det(np.stack([np.broadcast_to(a, coef.shape), np.broadcast_to(b, coef.shape),
+                                               coef], axis=1))).astype(np.int64)
+        c = coef[np.flatnonzero(np.abs(dets) == 1)[0]]
+        N = np.stack([a, b, c])
+        new = N @ M
+        old_len = np.sort(np.einsum("ij,ij->i", B, B))
+        new_len = np.einsum("ij,ij->i", new @ cell, new @ cell)
+        if not np.any(new_len < old_len * (1 - 1e-12)):
+            break
+        M = new
+    if np.linalg.det(M @ cell) < 0:
         M = -M
     return M
 
 
-def _reciprocal_cosines(G: np.ndarray) -> np.ndarray:
-    """(cos alpha*, cos beta*, cos gamma*) of the reciprocal lattice of a basis with metric G."""
-    Gi = np.linalg.inv(G)
-    d = np.sqrt(np.diag(Gi))
-    return np.array([Gi[1, 2] / (d[1] * d[2]), Gi[0, 2] / (d[0] * d[2]), Gi[0, 1] / (d[0] * d[1])])
+def _niggli_attempts(B: np.ndarray, epsfactor: float | None = None) -> np.ndarray | None:
+    """Integer M (rows of M @ B = a Niggli-reduced basis, det > 0) from ASE, retried with other tolerances
+    when ASE's iteration does not converge ("not done in 10000 steps"); None if every attempt fails."""
+    from ase.build.tools import niggli_reduce_cell
+
+    for eps in (epsfactor, *_NIGGLI_RETRY):
+        try:
+            _, C = niggli_reduce_cell(B, epsfactor=eps)
+        except RuntimeError:
+            continue
+        M = np.asarray(C, dtype=np.int64).T
+        if abs(round(np.linalg.det(M))) != 1:  # pragma: no cover - ASE returns unimodular matrices
+            continue
+        return -M if np.linalg.det(M @ B) < 0 else M
+    return None
+
+
+def _metric_tol(G: np.ndarray, rtol: float) -> float:
+    return rtol * float(np.trace(G)) / 3.0
+
+
+def _automorphism_candidates(G: np.ndarray, tol: float) -> np.ndarray:
+    """Integer U (K, 3, 3), det +1, rows in [-2, 2]^3, |U G U^T - G| <= tol, in row-major enumeration order
+    (the identity is not singled out).  G must be the metric of a reduced basis."""
+    norms = np.einsum("ij,jk,ik->i", _BOX2, G, _BOX2)
+    rows = [_BOX2[np.abs(norms - G[i, i]) <= tol] for i in range(3)]
+    ia, ib = np.meshgrid(np.arange(len(rows[0])), np.arange(len(rows[1])), indexing="ij")
+    a, b = rows[0][ia.ravel()], rows[1][ib.ravel()]
+    keep = np.abs(np.einsum("mi,ij,mj->m", a, G, b) - G[0, 1]) <= tol
+    a, b = a[keep], b[keep]
+    ip, ic = np.meshgrid(np.arange(len(a)), np.arange(len(rows[2])), indexing="ij")
+    U = np.stack([a[ip.ravel()], b[ip.ravel()], rows[2][ic.ravel()]], axis=1)  # (K, 3, 3)
+    if len(U) == 0:
+        return U
+    U = U[np.rint(np.linalg.det(U)).astype(np.int64) == 1]
+    return U[np.abs(np.einsum("mij,jk,mlk->mil", U, G, U) - G).max(axis=(1, 2)) <= tol]
+
+
+def _lattice_automorphisms(G: np.ndarray) -> np.ndarray:
+    """All integer U (K, 3, 3) with det U = +1 and U G U^T = G within ``METRIC_RTOL``, identity first, the
+    others in a fixed enumeration order.  G must be the metric of a reduced basis (entries of U in [-2, 2])."""
+    eye = np.eye(3, dtype=np.int64)
+    U = _automorphism_candidates(G, _metric_tol(G, METRIC_RTOL))
+    U = U[~np.all(U == eye, axis=(1, 2))]
+    return np.concatenate([eye[None], U])
+
+
+def _encode(X: np.ndarray, base: int = 64) -> np.ndarray | None:
+    """One int64 per row of the integer array X (m, k) (entries in [-base/2, base/2)), or None if out of range."""
+    half = base // 2
+    if X.size and (X.min() < -half or X.max() >= half):
+        return None
+    code = np.zeros(len(X), dtype=np.int64)
+    for j in range(X.shape[1]):
+        code = code * base + (X[:, j] + half)
+    return code
+
+
+def _unique_rows(X: np.ndarray) -> np.ndarray:
+    """Unique rows of a small-integer array (m, k), sorted; falls back to np.unique(axis=0)."""
+    code = _encode(X)
+    if code is None:
+        return np.unique(X, axis=0)
+    _, first = np.unique(code, return_index=True)
+    return X[first]
+
+
+def _approx_group(G: np.ndarray, rtol: float) -> np.ndarray:
+    """The proper integer basis changes that keep the reduced metric G within ``rtol`` (relative to
+    trace(G) / 3), closed under products: (K, 3, 3).  Identity only if the closure is not a finite point
+    group (more than 24 proper operations)."""
+    eye = np.eye(3, dtype=np.int64)[None]
+    U = _automorphism_candidates(G, _metric_tol(G, rtol))
+    if len(U) <= 1:
+        return eye
+    U = _unique_rows(np.concatenate([eye, U]).reshape(-1, 9)).reshape(-1, 3, 3)
+    for _ in range(5):  # close under products (a product may fall just outside the tolerance)
+        if len(U) > 24:
+            return eye
+        P = np.einsum("aij,bjk->abik", U, U).reshape(-1, 9)
+        new = _unique_rows(np.concatenate([U.reshape(-1, 9), P])).reshape(-1, 3, 3)
+        if len(new) == len(U):
+            return U
+        U = new
+    return eye  # pragma: no cover - a finite group closes in a few rounds
+
+
+def _sym_power(G: np.ndarray, power: float) -> np.ndarray:
+    w, V = np.linalg.eigh(G)
+    return (V * w**power) @ V.T
+
+
+def _canonical_basis(cell: np.ndarray, epsfactor: float | None = None) -> tuple[np.ndarray, np.ndarray, str]:
+    """Integer unimodular M (rows of M @ cell = the standard reduced basis, det > 0), the symmetrised metric
+    Gs (3, 3) of that basis, and the route taken ("niggli" or "minkowski").
+
+    1. Minkowski-reduce the input (always terminates).
+    2. Symmetrise the metric over the integer basis changes that keep it within ``SYM_RTOL``: a strained
+       cubic or hexagonal lattice gets the exact cubic/hexagonal metric Gs (the lattice itself is not changed;
+       Gs only decides which basis is taken).
+    3. Niggli-reduce a basis with metric Gs (ASE, retried with other tolerances; Minkowski basis if all fail).
+    4. Triclinic sign convention on Gs.
+    Without step 2 a strain of 1e-5 can move an fcc lattice from its 60-60-60 deg Niggli cell to a
+    90-120-120 deg one (the Niggli cell is discontinuous at the boundaries where cubic lattices sit).
+    """
+    M0 = _minkowski(cell)
+    B0 = M0 @ cell
+    G0 = B0 @ B0.T
+    K = _approx_group(G0, SYM_RTOL).astype(np.float64)
+    Gsym = np.einsum("mij,jk,mlk->il", K, G0, K) / len(K)
+    Bsym = _sym_power(Gsym, 0.5) @ _sym_power(G0, -0.5) @ B0  # a basis with metric Gsym
+    M1 = _niggli_attempts(Bsym, epsfactor)
+    route = "niggli"
+    if M1 is None:
+        M1, route = np.eye(3, dtype=np.int64), "minkowski"
+    Gs = M1 @ Gsym @ M1.T
+    S = _triclinic_sign_flip(Gs)
+    M1 = S @ M1
+    return M1 @ M0, S @ Gs @ S, route
+
+
+def _metric_keys(U: np.ndarray, G: np.ndarray) -> np.ndarray:
+    """(K, 6) integer keys of the actual metrics U G U^T (G11, G22, G33, G12, G13, G23), on a 1e-9 grid
+    relative to trace(G) / 3: the tie-break among bases whose atoms look the same."""
+    GU = np.einsum("kij,jl,kml->kim", U.astype(np.float64), G, U.astype(np.float64))
+    flat = GU[:, [0, 1, 2, 0, 0, 1], [0, 1, 2, 1, 2, 2]]
+    return np.rint(flat / (float(np.trace(G)) / 3.0) * 1e9).astype(np.int64)
 
 
 def _triclinic_sign_flip(G: np.ndarray) -> np.ndarray:
@@ -114,28 +302,11 @@ def _triclinic_sign_flip(G: np.ndarray) -> np.ndarray:
     raise AssertionError("no admissible sign flip")  # pragma: no cover - impossible (see module notes)
 
 
-def _lattice_automorphisms(G: np.ndarray) -> list[np.ndarray]:
-    """All integer U with det U = +1 and U G U^T = G (within tolerance), identity first.
-
-    G must be the metric of a reduced basis, so the rows of U are short integer vectors (entries in [-2, 2]).
-    """
-    tol = METRIC_RTOL * float(np.trace(G)) / 3.0
-    r = np.arange(-2, 3)
-    vecs = np.array([v for v in itertools.product(r, r, r) if any(v)], dtype=np.int64)
-    norms = np.einsum("ij,jk,ik->i", vecs, G, vecs)
-    cands = [vecs[np.abs(norms - G[i, i]) <= tol] for i in range(3)]
-    out = [np.eye(3, dtype=np.int64)]
-    for a in cands[0]:
-        for b in cands[1]:
-            if abs(a @ G @ b - G[0, 1]) > tol:
-                continue
-            for c in cands[2]:
-                U = np.stack([a, b, c])
-                if round(np.linalg.det(U)) != 1:
-                    continue
-                if np.max(np.abs(U @ G @ U.T - G)) <= tol and not np.array_equal(U, out[0]):
-                    out.append(U)
-    return out
+def _reciprocal_cosines(G: np.ndarray) -> np.ndarray:
+    """(cos alpha*, cos beta*, cos gamma*) of the reciprocal lattice of a basis with metric G."""
+    Gi = np.linalg.inv(G)
+    d = np.sqrt(np.diag(Gi))
+    return np.array([Gi[1, 2] / (d[1] * d[2]), Gi[0, 2] / (d[0] * d[2]), Gi[0, 1] / (d[0] * d[1])])
 
 
 def _classes(numbers: np.ndarray, tags: np.ndarray) -> np.ndarray:
@@ -152,31 +323,91 @@ def _reference_atoms(cls: np.ndarray) -> np.ndarray:
     return np.flatnonzero(cls == rare)
 
 
-def _exact_key(frac: np.ndarray, cls: np.ndarray, refs: np.ndarray) -> tuple[np.ndarray, int]:
-    """Translation-invariant key of a set of classed fractional positions, and the origin atom achieving it.
+_BOX1 = np.array([v for v in itertools.product(range(-1, 2), repeat=3) if any(v)], dtype=np.int64)  # (26, 3)
 
-    For each candidate origin r, the positions relative to r are wrapped, put on a 2**-16 grid, encoded as
-    one integer per atom (class first) and sorted; the lexicographically smallest row is the key.
+
+def _orbit(W: np.ndarray, H0: np.ndarray) -> np.ndarray:
+    """The Miller indices {W_k h : k, h in H0} (unique rows), closed under the group W (K, 3, 3)."""
+    return _unique_rows(np.einsum("kij,hj->khi", W, H0).reshape(-1, 3))
+
+
+def _origin_candidates(frac: np.ndarray, cls: np.ndarray, refs: np.ndarray, W: np.ndarray) -> np.ndarray:
+    """The reference atoms whose environment descriptor is smallest: a subset of ``refs`` that depends only
+    on the crystal (invariant to translation, atom order and the basis changes W (K, 3, 3)).
+
+    Descriptor of atom r, per class c: D_rc = sum_h Re(exp(-2 pi i h.f_r) S_c(h)), S_c(h) = sum over atoms
+    of class c of exp(2 pi i h.f_j), h over the W-orbit of [-1, 1]^3 (a group-closed set, so the sum is
+    basis independent), quantised to n / 2**16.  Equivalent atoms tie; in a rattled frame one atom wins,
+    so the exact key below is computed for one origin instead of all atoms of the rarest class.
     """
-    rel = frac[None, :, :] - frac[refs][:, None, :]  # (R, n, 3)
-    k = np.rint(rel * _GRID).astype(np.int64) % _GRID
-    codes = ((cls[None, :] * _GRID + k[..., 0]) * _GRID + k[..., 1]) * _GRID + k[..., 2]
-    codes.sort(axis=1)
-    best = int(np.lexsort(codes.T[::-1])[0])
-    return codes[best], int(refs[best])
-
-
-def _intensity_key(frac: np.ndarray, cls: np.ndarray) -> np.ndarray:
-    """Translation-invariant key from class-resolved diffraction intensities |S_c(h)|^2, h in [-2, 2]^3."""
-    r = np.arange(-2, 3)
-    hs = np.array(list(itertools.product(r, r, r)), dtype=np.float64)
-    phase = np.exp(2j * np.pi * frac @ hs.T)  # (n, 125)
+    H = _orbit(W, _BOX1).astype(np.float64)
+    ph = np.exp(2j * np.pi * np.einsum("nj,hj->nh", frac, H))  # (n, |H|); einsum: no BLAS threads
     n_cls = int(cls.max()) + 1
-    S = np.zeros((n_cls, len(hs)), np.complex128)
+    S = np.zeros((n_cls, len(H)), np.complex128)
+    np.add.at(S, cls, ph)
+    D = np.einsum("rh,ch->rc", ph[refs].real, S.real) + np.einsum("rh,ch->rc", ph[refs].imag, S.imag)
+    q = np.rint(D * (_GRID / max(len(frac), 1))).astype(np.int64)
+    order = np.lexsort(q.T[::-1])
+    best = np.all(q == q[order[0]], axis=1)
+    return refs[best]
+
+
+def _first_min_rows(codes: np.ndarray) -> np.ndarray:
+    """Indices (ascending) of the rows of ``codes`` (m, L) equal to the lexicographically smallest row."""
+    if codes.shape[1] == 0:
+        return np.arange(len(codes))
+    order = np.lexsort(codes.T[::-1])
+    return np.flatnonzero(np.all(codes == codes[order[0]], axis=1))
+
+
+def _choose_automorphism(frac: np.ndarray, cls: np.ndarray, autos: np.ndarray, G: np.ndarray
+                         ) -> tuple[int, int | None]:
+    """Index into ``autos`` of the basis change to apply, and the origin atom (None: origin not fixed).
+
+    All operations at once: the fractional coordinates in every candidate basis (K, n, 3), then for every
+    (operation, origin candidate) pair the sorted integer codes of the positions relative to that origin
+    (class first, then a 2**-16 grid); the lexicographically smallest row wins, ties go to the smallest
+    actual metric (:func:`_metric_keys`, so a strained crystal gets the same cell from any input basis) and
+    then to the first operation.  Above ``_EXACT_BUDGET`` (origin candidates x atoms) class-resolved
+    diffraction intensities decide instead and the origin is not fixed.
+    """
+    W = _int_inverse(autos)  # frac in basis U @ B is frac @ U^-1
+    refs = _reference_atoms(cls)
+    n = len(frac)
+    cand = _origin_candidates(frac, cls, refs, W) if len(refs) > 1 else refs
+    if len(cand) * n <= _EXACT_BUDGET:
+        ops = np.arange(len(autos))
+        chunk = max(1, _CHUNK // max(len(cand) * n, 1))
+        rows = []
+        for s in range(0, len(autos), chunk):  # memory bound only; a single chunk for typical inputs
+            fU = _wrap(np.einsum("nj,kji->kni", frac, W[s:s + chunk].astype(np.float64)))  # (k, n, 3)
+            rel = fU[:, None, :, :] - fU[:, cand][:, :, None, :]  # (k, C, n, 3)
+            k = np.rint(rel * _GRID).astype(np.int64) % _GRID
+            codes = ((cls * _GRID + k[..., 0]) * _GRID + k[..., 1]) * _GRID + k[..., 2]
+            codes.sort(axis=-1)
+            rows.append(codes.reshape(-1, n))
+        rows = np.concatenate(rows)  # row index = op * C + candidate
+        ties = _first_min_rows(rows)
+        op_of, ref_of = ties // len(cand), cand[ties % len(cand)]
+        mk = _metric_keys(autos[op_of], G)
+        pick = int(np.lexsort(mk.T[::-1])[0])  # stable: first (op, candidate) among equal metrics
+        return int(op_of[pick]), int(ref_of[pick])
+    if len(autos) == 1:
+        return 0, None
+    r = np.arange(-2, 3)
+    hs = np.array(list(itertools.product(r, r, r)), dtype=np.int64)  # (125, 3)
+    Hk = np.einsum("kij,hj->khi", W, hs)  # Miller indices seen by each basis, (K, 125, 3)
+    code = _encode(Hk.reshape(-1, 3), base=1 << 20)
+    _, first, inv = np.unique(code, return_index=True, return_inverse=True)
+    uniq = Hk.reshape(-1, 3)[first]
+    phase = np.exp(2j * np.pi * (frac @ uniq.T.astype(np.float64)))  # (n, |H|)
+    S = np.zeros((int(cls.max()) + 1, len(uniq)), np.complex128)
     np.add.at(S, cls, phase)
-    # |S_c S_c'^*| summed over class pairs is translation invariant; quantise relative to n^2.
     inten = np.abs(S.sum(axis=0)) ** 2 + np.sum(np.abs(S) ** 2, axis=0)
-    return np.rint(inten / (len(frac) ** 2) * 1e6).astype(np.int64)
+    keys = np.rint(inten / n**2 * 1e6).astype(np.int64)[inv.reshape(len(autos), -1)]
+    ties = _first_min_rows(-keys)  # largest intensity key first, as before
+    mk = _metric_keys(autos[ties], G)
+    return int(ties[int(np.lexsort(mk.T[::-1])[0])]), None
 
 
 # ----------------------------------------------------------------------------------------------- standard cell
@@ -219,28 +450,16 @@ def standard_cell(atoms) -> "ase.Atoms":  # noqa: F821
     tags = np.asarray(atoms.get_tags(), dtype=np.int64)
     frac0 = np.asarray(atoms.positions, dtype=np.float64) @ np.linalg.inv(cell)
 
-    M = _niggli(cell)
-    Gn = (M @ cell) @ (M @ cell).T
-    M = _triclinic_sign_flip(Gn) @ M
-    G = (M @ cell) @ (M @ cell).T
-
+    try:
+        M, Gs, _ = _canonical_basis(cell)
+    except (np.linalg.LinAlgError, ValueError, FloatingPointError) as exc:
+        raise StructureError(f"cannot reduce the cell of this structure ({exc})") from None
+    G_act = (M @ cell) @ (M @ cell).T
+    autos = _lattice_automorphisms(Gs)
     frac = frac0 @ _int_inverse(M).astype(np.float64)
     cls = _classes(numbers, tags)
-    autos = _lattice_automorphisms(G)
-    refs = _reference_atoms(cls)
-    exact = len(refs) * len(numbers) <= _EXACT_BUDGET
-    best_key, best_U, best_ref = None, autos[0], None
-    for U in autos:
-        if not exact and len(autos) == 1:
-            break
-        f = _wrap(frac @ _int_inverse(U).astype(np.float64))
-        if exact:
-            key, ref = _exact_key(f, cls, refs)
-        else:
-            key, ref = _intensity_key(f, cls), None
-        if best_key is None or _less(key, best_key, descending=not exact):
-            best_key, best_U, best_ref = key, U, ref
-    M = best_U @ M
+    op, best_ref = _choose_automorphism(_wrap(frac), cls, autos, G_act)
+    M = autos[op] @ M
     frac = frac0 @ _int_inverse(M).astype(np.float64)
     origin = None if best_ref is None else frac[best_ref].copy()
 
@@ -279,17 +498,16 @@ def standard_orientation(cell, *, epsfactor: float | None = None) -> tuple[np.nd
     does, up to a proper lattice automorphism.  ``epsfactor`` is passed to
     ``ase.build.tools.niggli_reduce_cell`` (None = its default 1e-5, as in :func:`standard_cell`).
     """
-    from ase.build.tools import niggli_reduce_cell
-
     cell = np.asarray(cell, dtype=np.float64)
-    if cell.shape != (3, 3) or abs(np.linalg.det(cell)) <= 0:
+    if cell.shape != (3, 3) or not np.all(np.isfinite(cell)) or abs(np.linalg.det(cell)) <= 0:
         raise StructureError("standard_orientation needs three linearly independent lattice vectors")
-    _, C = niggli_reduce_cell(cell, epsfactor=epsfactor)
-    M = np.asarray(C, dtype=np.int64).T
-    if np.linalg.det(M @ cell) < 0:
-        M = -M
-    Gn = (M @ cell) @ (M @ cell).T
-    M = _triclinic_sign_flip(Gn) @ M
+    try:
+        M, Gs, _ = _canonical_basis(cell, epsfactor)
+    except (np.linalg.LinAlgError, ValueError, FloatingPointError) as exc:
+        raise StructureError(f"cannot reduce this lattice ({exc})") from None
+    G = (M @ cell) @ (M @ cell).T
+    autos = _lattice_automorphisms(Gs)
+    M = autos[int(np.lexsort(_metric_keys(autos, G).T[::-1])[0])] @ M  # standard_cell's tie-break
     basis = M @ cell
     L = np.linalg.cholesky(basis @ basis.T)
     R = L.T @ np.linalg.inv(basis).T  # basis @ R.T = L
