@@ -3,17 +3,24 @@
     clf = Classifier.load("default")             # or "pristine", or a model directory
     pred = clf.classify(list_of_ase_atoms)       # Prediction: probabilities (N, C) and labels
     pred = clf.predict(batch)                    # from an already prepared batched Structure
+    pred = clf.classify(atoms, mc_samples=16, key=jax.random.key(0))   # MC dropout: + mutual information
 
 ``clf.fingerprint_fn`` (one Structure -> (H, W, 3)) and ``clf.apply`` (images -> probabilities) are
 traceable, so ``jax.grad`` runs through the physics and the network.
+
+MC dropout: K forward passes with the network's dropout on and batch norm on its running statistics,
+as one jitted call vmapped over the samples (the fingerprints and every layer before the dropout are
+computed once).  Structure i of a call uses the key ``fold_in(key, i)``, so its samples do not depend on
+the batch size or on the other structures.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Mapping, NamedTuple, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
@@ -38,11 +45,38 @@ class FingerprintSpec:
                    from_dict(FingerprintConfig, card.get("fingerprint")), int(card.get("cluster_target", 250)))
 
 
-class Prediction(NamedTuple):
-    """Class probabilities of N structures.  probabilities: (N, C) float32, rows sum to 1."""
+def _entropy(p: np.ndarray) -> np.ndarray:
+    """Shannon entropy (nats) over the last axis, float64; 0 log 0 = 0."""
+    p = np.asarray(p, np.float64)
+    return -np.sum(np.where(p > 0, p * np.log(np.where(p > 0, p, 1.0)), 0.0), axis=-1)
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """Class probabilities of N structures.
+
+    probabilities: (N, C) float32, rows sum to 1 (the mean over the MC samples if there are any).
+    samples: (N, K, C) float32 probabilities of the K MC dropout passes, or None (deterministic).
+    """
 
     classes: tuple[str, ...]
     probabilities: np.ndarray
+    samples: np.ndarray | None = field(default=None, repr=False)
+
+    @classmethod
+    def from_samples(cls, classes, samples: np.ndarray) -> "Prediction":
+        """From (N, K, C) sampled probabilities; ``probabilities`` is their mean over K."""
+        samples = np.asarray(samples, np.float32)
+        mean = samples.astype(np.float64).mean(axis=1)
+        return cls(tuple(classes), mean.astype(np.float32), samples)
+
+    def __len__(self) -> int:
+        return len(self.probabilities)
+
+    @property
+    def n_samples(self) -> int:
+        """K, the number of MC dropout passes (0: one deterministic pass)."""
+        return 0 if self.samples is None else int(self.samples.shape[1])
 
     @property
     def indices(self) -> np.ndarray:
@@ -61,9 +95,30 @@ class Prediction(NamedTuple):
 
     @property
     def entropy(self) -> np.ndarray:
-        """(N,) Shannon entropy of the probabilities, nats."""
-        p = np.clip(self.probabilities, 1e-12, 1.0)
-        return -np.sum(p * np.log(p), axis=-1)
+        """(N,) predictive entropy: Shannon entropy of the (mean) probabilities, nats, in [0, log C]."""
+        if self.samples is not None:
+            return _entropy(self.samples.astype(np.float64).mean(axis=1))
+        return _entropy(self.probabilities)
+
+    @property
+    def mutual_information(self) -> np.ndarray:
+        """(N,) entropy of the mean minus the mean entropy of the samples, nats (the model's own uncertainty,
+        ARISE/BALD); 0 without samples or with one sample."""
+        if self.samples is None or self.samples.shape[1] < 2:
+            return np.zeros(len(self.probabilities))
+        return np.maximum(self.entropy - _entropy(self.samples).mean(axis=1), 0.0)
+
+
+def as_key(key) -> jax.Array:
+    """A typed jax.random key from a key (typed or raw uint32) or an int seed; None -> seed 0."""
+    if key is None:
+        return jax.random.key(0)
+    if isinstance(key, (int, np.integer)):
+        return jax.random.key(int(key))
+    key = jnp.asarray(key) if not isinstance(key, jax.Array) else key
+    if not jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+        key = jax.random.wrap_key_data(key)
+    return key
 
 
 class Classifier:
@@ -76,14 +131,36 @@ class Classifier:
         self.spec = FingerprintSpec.from_card(checkpoint.card)
         self.fingerprint_fn = make_fingerprint_fn(self.spec.detector, self.spec.beam, self.spec.fingerprint)
         graphdef = checkpoint.graphdef
+        images_of = jax.vmap(self.fingerprint_fn)
 
         def forward(params, batch_stats, images):
             return jax.nn.softmax(nnx.merge(graphdef, params, batch_stats)(images, train=False), axis=-1)
 
+        def sampled(params, batch_stats, images, keys, n_samples):
+            """images (B, H, W, C), keys (B,) -> (B, K, C): K dropout passes per image, vmapped over the
+            sample keys (layers before the dropout do not depend on the key, so vmap computes them once)."""
+
+            def one(image, key):
+                model = nnx.merge(graphdef, params, batch_stats)
+                logits = model(image[None], train=False, mc_dropout=True, rngs=key)[0]
+                return jax.nn.softmax(logits, axis=-1)
+
+            def per_image(image, key):
+                return jax.vmap(one, in_axes=(None, 0))(image, jax.random.split(key, n_samples))
+
+            return jax.vmap(per_image)(images, keys)
+
         self._forward = forward
-        self._images = jax.jit(jax.vmap(self.fingerprint_fn))
+        self._sampled = sampled
+        self._images = jax.jit(images_of)
         self._probs = jax.jit(forward)
-        self._probs_of_structures = jax.jit(lambda p, s, batch: forward(p, s, jax.vmap(self.fingerprint_fn)(batch)))
+        self._probs_of_structures = jax.jit(lambda p, s, batch: forward(p, s, images_of(batch)))
+        self._samples_of_structures = jax.jit(
+            lambda p, s, batch, keys, n_samples: sampled(p, s, images_of(batch), jax.random.wrap_key_data(keys),
+                                                         n_samples), static_argnames="n_samples")
+        self._samples_of_images = jax.jit(
+            lambda p, s, images, keys, n_samples: sampled(p, s, images, jax.random.wrap_key_data(keys), n_samples),
+            static_argnames="n_samples")
 
     @classmethod
     def load(cls, name_or_path=None) -> "Classifier":
@@ -94,6 +171,10 @@ class Classifier:
     def n_classes(self) -> int:
         return len(self.classes)
 
+    @property
+    def dropout_rate(self) -> float:
+        return float(self.checkpoint.config.dropout)
+
     def model(self):
         """An NNX ConvNet with these weights."""
         return self.checkpoint.model()
@@ -102,29 +183,67 @@ class Classifier:
         """images (B, H, W, 3) -> probabilities (B, C); traceable (use under jit/grad)."""
         return self._forward(self.checkpoint.params, self.checkpoint.batch_stats, images)
 
+    def apply_mc(self, images, keys, n_samples: int) -> jax.Array:
+        """images (B, H, W, 3), keys (B,) typed keys -> (B, K, C) MC dropout probabilities; traceable."""
+        return self._sampled(self.checkpoint.params, self.checkpoint.batch_stats, images, keys, int(n_samples))
+
     def images(self, batch: Structure, batch_size: int = 32) -> np.ndarray:
         """Fingerprints (B, H, W, 3) float32 of a batched Structure, in fixed-size jitted chunks."""
         return map_padded(self._images, batch, batch_size)
 
+    def structure_keys(self, n: int, key=None, start: int = 0) -> np.ndarray:
+        """(n, 2) uint32 raw keys ``fold_in(key, start + i)``: one per structure, independent of batching."""
+        base = as_key(key)
+        keys = jax.vmap(lambda i: jax.random.fold_in(base, i))(jnp.arange(start, start + n, dtype=jnp.uint32))
+        return np.asarray(jax.random.key_data(keys))
+
     def probabilities_of_images(self, images, batch_size: int = 256) -> np.ndarray:
-        """(N, C) probabilities of fingerprints (N, H, W, 3)."""
+        """(N, C) deterministic probabilities of fingerprints (N, H, W, 3)."""
         ck = self.checkpoint
         return map_padded(lambda x: self._probs(ck.params, ck.batch_stats, x), np.asarray(images, np.float32),
                           batch_size)
 
-    def predict(self, batch: Structure, batch_size: int = 64) -> Prediction:
-        """Prediction for a batched, prepared Structure (fingerprints and network in one jitted call per chunk)."""
-        ck = self.checkpoint
-        probs = map_padded(lambda b: self._probs_of_structures(ck.params, ck.batch_stats, b), batch, batch_size)
-        return Prediction(self.classes, probs)
+    def predict_images(self, images, batch_size: int = 256, *, mc_samples: int = 0, key=None) -> Prediction:
+        """Prediction for fingerprints (N, H, W, 3); ``mc_samples`` > 0: MC dropout (see :meth:`predict`)."""
+        images = np.asarray(images, np.float32)
+        if mc_samples <= 0:
+            return Prediction(self.classes, self.probabilities_of_images(images, batch_size))
+        ck, k = self.checkpoint, int(mc_samples)
+        samples = map_padded(lambda t: self._samples_of_images(ck.params, ck.batch_stats, t[0], t[1], n_samples=k),
+                             (images, self.structure_keys(len(images), key)), batch_size)
+        return Prediction.from_samples(self.classes, samples)
 
-    def classify(self, structures: Sequence, batch_size: int = 64) -> Prediction:
-        """Prediction for a list of ``ase.Atoms`` (any size, periodic or finite) through the host pipeline."""
+    def predict(self, batch: Structure, batch_size: int = 64, *, mc_samples: int = 0, key=None,
+                start: int = 0) -> Prediction:
+        """Prediction for a batched, prepared Structure (fingerprints and network in one jitted call per chunk).
+
+        mc_samples: K > 0 runs K dropout passes per structure (batch norm on running statistics) with the
+        keys ``fold_in(key, start + i)`` (key: a jax.random key or int seed; None = 0); the fingerprints are
+        computed once.  0: one deterministic pass.
+        """
+        ck = self.checkpoint
+        if mc_samples <= 0:
+            probs = map_padded(lambda b: self._probs_of_structures(ck.params, ck.batch_stats, b), batch, batch_size)
+            return Prediction(self.classes, probs)
+        k = int(mc_samples)
+        keys = self.structure_keys(len(batch.mask), key, start)
+        samples = map_padded(lambda t: self._samples_of_structures(ck.params, ck.batch_stats, t[0], t[1], n_samples=k),
+                             (batch, keys), batch_size)
+        return Prediction.from_samples(self.classes, samples)
+
+    def classify(self, structures: Sequence, batch_size: int = 64, *, mc_samples: int = 0, key=None) -> Prediction:
+        """Prediction for a list of ``ase.Atoms`` (any size, periodic or finite) through the host pipeline;
+        ``mc_samples``/``key`` as in :meth:`predict` (structure i always gets ``fold_in(key, i)``)."""
         from crystaljax.pipeline import prepare_structures
 
         parts = []
         for start in range(0, len(structures), batch_size):
             batch = prepare_structures(list(structures[start:start + batch_size]), target=self.spec.cluster_target)
-            parts.append(self.predict(batch, batch_size).probabilities)
-        probs = np.concatenate(parts) if parts else np.zeros((0, self.n_classes), np.float32)
-        return Prediction(self.classes, probs)
+            parts.append(self.predict(batch, batch_size, mc_samples=mc_samples, key=key, start=start))
+        if not parts:
+            shape = (0, self.n_classes) if mc_samples <= 0 else (0, int(mc_samples), self.n_classes)
+            empty = np.zeros(shape, np.float32)
+            return Prediction(self.classes, empty) if mc_samples <= 0 else Prediction.from_samples(self.classes, empty)
+        if mc_samples <= 0:
+            return Prediction(self.classes, np.concatenate([p.probabilities for p in parts]))
+        return Prediction.from_samples(self.classes, np.concatenate([p.samples for p in parts]))
