@@ -217,3 +217,94 @@ def test_rotate_keeps_fractional_coordinates():
     np.testing.assert_allclose(r.get_scaled_positions(), atoms.get_scaled_positions(), atol=1e-12)
     np.testing.assert_allclose(r.positions, atoms.positions @ R.T)
     np.testing.assert_allclose(r.get_all_distances(), atoms.get_all_distances(), atol=1e-12)
+
+
+# ----------------------------------------------------------------------------------------------- old path kept
+
+
+def _reference_standard_cell(atoms):
+    """The pre-vectorisation algorithm, kept as a test reference (cheap for small cells): ASE Niggli of
+    the raw cell, sign convention, then one Python iteration per lattice automorphism, each scoring every
+    atom of the rarest class as origin.  Returns (cell (3, 3), fractional positions (n, 3))."""
+    from ase.build.tools import niggli_reduce_cell
+
+    from crystaljax.structures import cell as C
+
+    cell = atoms.cell.array
+    frac0 = atoms.positions @ np.linalg.inv(cell)
+    _, Cm = niggli_reduce_cell(cell)
+    M = np.asarray(Cm, dtype=np.int64).T
+    M = -M if np.linalg.det(M @ cell) < 0 else M
+    M = C._triclinic_sign_flip((M @ cell) @ (M @ cell).T) @ M
+    G = (M @ cell) @ (M @ cell).T
+    frac = frac0 @ np.linalg.inv(M)
+    cls = C._classes(atoms.numbers, atoms.get_tags())
+    refs = C._reference_atoms(cls)
+    tol = C.METRIC_RTOL * np.trace(G) / 3
+    vecs = np.array([v for v in itertools.product(range(-2, 3), repeat=3) if any(v)])
+    autos = [np.eye(3, dtype=int)]
+    for U in itertools.product(*[vecs[np.abs(np.einsum("ij,jk,ik->i", vecs, G, vecs) - G[i, i]) <= tol]
+                                 for i in range(3)]):
+        U = np.array(U)
+        if round(np.linalg.det(U)) == 1 and np.abs(U @ G @ U.T - G).max() <= tol and not np.array_equal(U, autos[0]):
+            autos.append(U)
+    best = None
+    for U in autos:
+        f = C._wrap(frac @ np.rint(np.linalg.inv(U)))
+        for r in refs:
+            k = np.rint((f - f[r]) * 2**16).astype(np.int64) % 2**16
+            key = np.sort(((cls * 2**16 + k[:, 0]) * 2**16 + k[:, 1]) * 2**16 + k[:, 2])
+            if best is None or tuple(key) < tuple(best[0]):
+                best = (key, U, r)
+    M = best[1] @ M
+    frac = frac0 @ np.linalg.inv(M)
+    basis = M @ cell
+    return np.linalg.cholesky(basis @ basis.T), C._wrap(frac - frac[best[2]])
+
+
+@pytest.mark.parametrize("name", sorted(STRUCTURES))
+def test_same_result_as_the_reference_path(name):
+    """For exact crystals the vectorised search returns the cell and atom positions of the old per-operation
+    loop: same cell and the same set of (class, fractional position) with the same origin (which of several
+    symmetry-equivalent atoms sits at a given site may differ, as it may between two inputs of one crystal)."""
+    atoms = rotate(STRUCTURES[name](), random_rotation(np.random.default_rng(3)))
+    for a in (atoms, atoms.repeat((2, 1, 1))):
+        L_ref, f_ref = _reference_standard_cell(a)
+        s = standard_cell(a)
+        np.testing.assert_allclose(s.cell.array, L_ref, atol=1e-9)
+        f = s.get_scaled_positions(wrap=False)
+        d = (f[:, None, :] - f_ref[None, :, :] + 0.5) % 1.0 - 0.5
+        match = (np.abs(d).max(axis=2) < 1e-8) & np.all(_classed(s)[:, None, :] == _classed(a)[None, :, :], axis=2)
+        assert match.any(axis=1).all() and match.any(axis=0).all(), name
+
+
+def _md_frame(seed):
+    """A rattled 4x4x4 bcc Fe supercell with vacancies (128 sites - 6): every atom is distinct, and large
+    enough (24 x 122 x 122 > _FULL_BUDGET) for the pre-selected origin."""
+    rng = np.random.default_rng(seed)
+    a = bulk("Fe", "bcc", a=2.87, cubic=True).repeat((4, 4, 4))
+    del a[rng.choice(len(a), 6, replace=False)]
+    a.positions += rng.normal(scale=0.05, size=a.positions.shape)
+    return a
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_md_frame_invariance(seed, monkeypatch):
+    """The fast path (one origin pre-selected by an invariant descriptor) is invariant to rotation,
+    re-basing, translation and atom order of a rattled frame with vacancies: same cell, same positions."""
+    from crystaljax.structures import cell as C
+
+    chosen = []
+    original = C._origin_candidates
+    monkeypatch.setattr(C, "_origin_candidates", lambda *a: chosen.append(original(*a)) or chosen[-1])
+    atoms = _md_frame(seed)
+    ref = standard_cell(atoms)
+    rng = np.random.default_rng(seed + 10)
+    for U in UNIMODULAR:
+        s = standard_cell(_perturbed_copy(atoms, rng, U))
+        np.testing.assert_allclose(s.cell.array, ref.cell.array, atol=1e-6)
+        f, f_ref = s.get_scaled_positions(wrap=False), ref.get_scaled_positions(wrap=False)
+        d = (f[:, None, :] - f_ref[None, :, :] + 0.5) % 1.0 - 0.5
+        match = np.abs(d).max(axis=2) < 1e-6
+        assert match.any(axis=1).all() and match.any(axis=0).all()
+    assert len(chosen) == 1 + len(UNIMODULAR) and all(len(c) == 1 for c in chosen)  # the fast path ran

@@ -30,6 +30,10 @@ _CHUNK = 4_000_000
 _GRID = 2**16
 #: Above this many (reference atoms x atoms) the choice among equivalent bases uses diffraction intensities.
 _EXACT_BUDGET = 200_000
+#: Up to this many (operations x rarest-class atoms x atoms) every rarest-class atom is tried as origin
+#: (unit cells and small supercells: the choice of the original per-operation search); above it the origin
+#: candidates are pre-selected by an invariant descriptor (MD frames: one candidate instead of hundreds).
+_FULL_BUDGET = 100_000
 #: Wrapping tolerance (fractional): coordinates within this of 1 are mapped next to 0.
 _WRAP_EPS = 1e-8
 
@@ -335,7 +339,8 @@ def _origin_candidates(frac: np.ndarray, cls: np.ndarray, refs: np.ndarray, W: n
     """The reference atoms whose environment descriptor is smallest: a subset of ``refs`` that depends only
     on the crystal (invariant to translation, atom order and the basis changes W (K, 3, 3)).
 
-    Descriptor of atom r, per class c: D_rc = sum_h Re(exp(-2 pi i h.f_r) S_c(h)), S_c(h) = sum over atoms
+    Used above ``_FULL_BUDGET``.  Descriptor of atom r, per class c:
+    D_rc = sum_h Re(exp(-2 pi i h.f_r) S_c(h)), S_c(h) = sum over atoms
     of class c of exp(2 pi i h.f_j), h over the W-orbit of [-1, 1]^3 (a group-closed set, so the sum is
     basis independent), quantised to n / 2**16.  Equivalent atoms tie; in a rattled frame one atom wins,
     so the exact key below is computed for one origin instead of all atoms of the rarest class.
@@ -374,7 +379,10 @@ def _choose_automorphism(frac: np.ndarray, cls: np.ndarray, autos: np.ndarray, G
     W = _int_inverse(autos)  # frac in basis U @ B is frac @ U^-1
     refs = _reference_atoms(cls)
     n = len(frac)
-    cand = _origin_candidates(frac, cls, refs, W) if len(refs) > 1 else refs
+    if len(autos) * len(refs) * n > _FULL_BUDGET:  # large input: pre-select the origin (invariant rule)
+        cand = _origin_candidates(frac, cls, refs, W)
+    else:  # small input: every atom of the rarest class, as in the original per-operation search
+        cand = refs
     if len(cand) * n <= _EXACT_BUDGET:
         ops = np.arange(len(autos))
         chunk = max(1, _CHUNK // max(len(cand) * n, 1))
