@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import glob
-import os
 import shutil
 from pathlib import Path
 
@@ -18,7 +16,8 @@ from crystaljax.structures.io import is_periodic, read_structures, validate
 
 pytestmark = pytest.mark.filterwarnings("ignore:FHI-aims IO is moving:FutureWarning")
 
-PROTOTYPES = sorted(glob.glob("/work/shared/data/prototypes/*/*.in"))
+PROTOTYPE_DIR = Path(__file__).resolve().parent / "data" / "prototypes"  # see tests/data/README.md
+PROTOTYPES = sorted(PROTOTYPE_DIR.glob("*/*.in"))
 EXAMPLES = Path(__file__).resolve().parents[1] / "crystaljax" / "examples"
 
 
@@ -186,7 +185,7 @@ def test_roundtrip_formats(tmp_path, fmt, name):
 
 
 def test_in_suffix_read_as_aims(tmp_path):
-    src = "/work/shared/data/prototypes/bcc_W_A_cI2_229_a/bcc_W_A_cI2_229_a.in"
+    src = PROTOTYPE_DIR / "bcc_W_A_cI2_229_a" / "bcc_W_A_cI2_229_a.in"
     for name in ["geometry.in", "w.in"]:
         shutil.copy(src, tmp_path / name)
         (g,) = read_structures(tmp_path / name)
@@ -201,7 +200,6 @@ def test_examples():
     assert fe.get_chemical_formula() == "Fe2" and np.isclose(fe.get_volume(), 2.8665**3)
 
 
-@pytest.mark.skipif(not PROTOTYPES, reason="prototype data not available")
 def test_read_all_prototypes():
     assert len(PROTOTYPES) >= 20
     for path in PROTOTYPES:
@@ -215,7 +213,7 @@ def test_read_all_prototypes():
         assert np.allclose(g.cell.array, ref.cell.array)
         # the number of atoms is the one written in the AFLOW label, e.g. ..._A_cF4_... -> 4 atoms per
         # conventional cell; the files hold primitive cells, so it must divide it
-        label = os.path.basename(path).split("_")
+        label = path.name.split("_")
         pearson = next(t for t in label if t[:2].isalpha() and t[2:].isdigit() and t[0].islower())
         n_conv = int(pearson[2:])
         centring = {"P": 1, "R": 1, "I": 2, "C": 2, "A": 2, "F": 4}[pearson[1]]
