@@ -58,8 +58,13 @@ def cmd_fingerprint(args) -> int:
     return 0
 
 
+def _frame_name(path, frame: int, n_frames: int) -> str:
+    """``file`` for a single-frame file, ``file[i]`` (from 0) for every frame of a multi-frame one."""
+    return f"{path}[{frame}]" if n_frames > 1 else str(path)
+
+
 def _read_all(paths, errors):
-    """(source label, frame index, atoms) for every readable frame; problems appended to ``errors``."""
+    """(path, frame index, number of frames, atoms) for every readable frame; problems appended to ``errors``."""
     from crystaljax.errors import CrystalJaxError
     from crystaljax.structures.io import read_structures
 
@@ -70,21 +75,47 @@ def _read_all(paths, errors):
         except CrystalJaxError as exc:
             errors.append(str(exc).splitlines()[0])
             continue
-        items.extend((path, i, atoms) for i, atoms in enumerate(frames))
+        items.extend((path, i, len(frames), atoms) for i, atoms in enumerate(frames))
     return items
+
+
+#: Runner-up shown in the table only from this probability on.
+RUNNER_UP_MIN = 0.1
+
+
+def _table(rows, classes) -> list[str]:
+    """Human-readable lines: class with its space group, probability, entropy and mutual information (nats),
+    the runner-up when its probability is at least RUNNER_UP_MIN."""
+    from crystaljax.learn.classifier import CLASS_MEANINGS
+
+    names = [r["name"] for r in rows]
+    width = max([len(n) for n in names] + [4])
+    group = {c: CLASS_MEANINGS.get(c, ("", ""))[0] for c in classes}
+    gw = max([len(g) for g in group.values()] + [11])
+    lines = [f"{'structure':<{width}}  {'class':<8} {'space group':<{gw}} {'prob':>6} {'entropy':>8} {'MI':>6}  runner-up"]
+    for name, r in zip(names, rows):
+        (first, p1), (second, p2) = sorted(r["probabilities"].items(), key=lambda kv: -kv[1])[:2]
+        u = r["uncertainty"]
+        runner = f"{second} {p2:.3f}" if p2 >= RUNNER_UP_MIN else ""
+        lines.append(f"{name:<{width}}  {first:<8} {group[first]:<{gw}} {p1:6.3f} {u['entropy']:8.3f} "
+                     f"{u['mutual_information']:6.3f}  {runner}".rstrip())
+    return lines
 
 
 def cmd_classify(args) -> int:
     import json
 
-    import numpy as np
+    import jax
 
-    from crystaljax.structures.cluster import prepare
     from crystaljax.errors import CrystalJaxError
-    from crystaljax.learn.predict import classify_batch, load_classifier
+    from crystaljax.learn.classifier import Classifier
     from crystaljax.structure import from_ase, pad_to, stack
+    from crystaljax.structures.cluster import prepare
 
-    clf = load_classifier(args.model)
+    if args.mc_samples < 0 or args.batch < 1:
+        return _fail("--mc-samples must be >= 0 and --batch >= 1")
+    clf = Classifier.load(args.model)
+    key = jax.random.key(args.seed)
     errors: list[str] = []
     items = _read_all(args.paths, errors)
     rows = []
@@ -94,20 +125,25 @@ def cmd_classify(args) -> int:
         from tqdm import tqdm
 
         bar = tqdm(total=len(items), desc="classify", unit="structure", file=sys.stderr)
+    done = 0
     for chunk in chunks:
         good, clusters = [], []
-        for path, frame, atoms in chunk:  # host pipeline per structure: a bad one is skipped alone
+        for path, frame, n_frames, atoms in chunk:  # host pipeline per structure: a bad one is skipped alone
+            name = _frame_name(path, frame, n_frames)
             try:
-                atoms.info.setdefault("source", f"{path}" + (f"[{frame}]" if frame else ""))
-                clusters.append(from_ase(prepare(atoms, target=clf.target)))
-                good.append((path, frame))
+                atoms.info.setdefault("source", name)
+                clusters.append(from_ase(prepare(atoms, target=clf.spec.cluster_target)))
+                good.append((path, frame, name))
             except CrystalJaxError as exc:
                 errors.append(str(exc).splitlines()[0])
         if good:
-            probs = classify_batch(clf, stack(clusters, n_max=pad_to(max(c.n_max for c in clusters))))
-            for (path, frame), p in zip(good, probs):
-                rows.append({"file": str(path), "frame": frame, "label": clf.classes[int(np.argmax(p))],
-                             "probabilities": {c: float(v) for c, v in zip(clf.classes, p)}})
+            batch = stack(clusters, n_max=pad_to(max(c.n_max for c in clusters)))
+            pred = clf.predict(batch, args.batch, mc_samples=args.mc_samples, key=key, start=done)
+            done += len(good)
+            for (path, frame, name), p, h, mi in zip(good, pred.probabilities, pred.entropy, pred.mutual_information):
+                rows.append({"file": str(path), "frame": frame, "name": name, "label": clf.classes[int(p.argmax())],
+                             "probabilities": {c: float(v) for c, v in zip(clf.classes, p)},
+                             "uncertainty": {"entropy": float(h), "mutual_information": float(mi)}})
         if bar is not None:
             bar.update(len(chunk))
     if bar is not None:
@@ -115,25 +151,24 @@ def cmd_classify(args) -> int:
     for message in errors:
         print(f"crystaljax: error: {message}", file=sys.stderr)
     if args.json:
-        print(json.dumps(rows, indent=1))
+        print(json.dumps([{k: v for k, v in r.items() if k != "name"} for r in rows], indent=1))
     elif args.csv:
-        print(",".join(["file", "frame", "label", *clf.classes]))
+        print(",".join(["file", "frame", "label", *clf.classes, "entropy", "mutual_information"]))
         for r in rows:
-            print(",".join([r["file"], str(r["frame"]), r["label"], *(f"{v:.6f}" for v in r["probabilities"].values())]))
+            u = r["uncertainty"]
+            print(",".join([r["file"], str(r["frame"]), r["label"], *(f"{v:.6f}" for v in r["probabilities"].values()),
+                            f"{u['entropy']:.6f}", f"{u['mutual_information']:.6f}"]))
     elif rows:
-        width = max([len(r["file"]) + (len(str(r["frame"])) + 2 if r["frame"] else 0) for r in rows] + [4])
-        print(f"{'file':<{width}}  {'class':<8} {'prob':>6}   runner-up")
-        for r in rows:
-            name = r["file"] + (f"[{r['frame']}]" if r["frame"] else "")
-            ranked = sorted(r["probabilities"].items(), key=lambda kv: -kv[1])
-            print(f"{name:<{width}}  {ranked[0][0]:<8} {ranked[0][1]:6.3f}   {ranked[1][0]} {ranked[1][1]:.3f}")
+        print("\n".join(_table(rows, clf.classes)))
     return EXIT_BAD_INPUT if errors else 0
 
 
 def cmd_explain(args) -> int:
     from crystaljax.analysis.explain import explain_file
 
-    summary = explain_file(args.file, args.out, model_dir=args.model)
+    from crystaljax.learn.checkpoint import resolve_model_dir
+
+    summary = explain_file(args.file, args.out, model_dir=resolve_model_dir(args.model))
     out = Path(args.out)
     for frame in summary.get("frames", []):
         label = frame.get("label") or frame.get("predicted")
@@ -142,8 +177,28 @@ def cmd_explain(args) -> int:
     return 0
 
 
+def _classes_help() -> str:
+    from crystaljax.learn.classifier import CLASS_MEANINGS
+
+    lines = ["classes of the shipped models (elemental solids):"]
+    lines += [f"  {name:<8} {group:<14} {text}" for name, (group, text) in CLASS_MEANINGS.items()]
+    return "\n".join(lines)
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("crystaljax")
+    except PackageNotFoundError:
+        from crystaljax import __version__
+
+        return __version__
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="crystaljax", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"crystaljax {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("fingerprint", help="compute the 2-D diffraction fingerprint of a structure file")
@@ -154,26 +209,47 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target", type=int, default=250, help="cluster size in atoms (default 250)")
     p.set_defaults(func=cmd_fingerprint)
 
-    p = sub.add_parser("classify", help="crystal class with probabilities for structure files (shipped model)")
+    p = sub.add_parser(
+        "classify", help="crystal class with probabilities and uncertainty for structure files",
+        description="Crystal class of every structure (every frame of a multi-frame file, named file[i]), with "
+        "its probability, the predictive entropy and the mutual information (nats) of MC dropout samples.",
+        epilog=_classes_help(), formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("paths", nargs="+", help="ASE-readable files; multi-frame files give one row per frame")
     fmt = p.add_mutually_exclusive_group()
-    fmt.add_argument("--json", action="store_true", help="print a JSON list of {file, frame, label, probabilities}")
-    fmt.add_argument("--csv", action="store_true", help="print CSV: file, frame, label, one column per class")
-    p.add_argument("--model", help="model directory (default: the model shipped with crystaljax)")
+    fmt.add_argument("--json", action="store_true",
+                     help="print a JSON list of {file, frame, label, probabilities, uncertainty}")
+    fmt.add_argument("--csv", action="store_true",
+                     help="print CSV: file, frame, label, one column per class, entropy, mutual_information")
+    p.add_argument("--model", default="default", help="default | pristine | model directory (default: default)")
+    p.add_argument("--mc-samples", type=int, default=16, metavar="K",
+                   help="MC dropout passes per structure for the uncertainty (default 16; 0: one deterministic pass)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the MC dropout masks (default 0)")
     p.add_argument("--batch", type=int, default=64, help="structures per device batch (default 64)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_classify)
 
-    p = sub.add_parser("explain", help="attentive response maps, class template and per-atom saliency of a file")
+    p = sub.add_parser("explain", help="attentive response maps, class template and per-atom saliency of a file",
+                       epilog=_classes_help(), formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("file", help="ASE-readable structure file")
     p.add_argument("--out", required=True, help="output directory for PNGs, extxyz and explain.json")
-    p.add_argument("--model", help="model directory (default: the shipped model)")
+    p.add_argument("--model", default="default", help="default | pristine | model directory (default: default)")
     p.set_defaults(func=cmd_explain)
     return parser
 
 
-def main(argv=None) -> int:
+def _quiet_backends() -> None:
+    """No libtpu / 'Unable to initialize backend' INFO lines on machines without an accelerator."""
+    import logging
+
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    for name in ("jax._src.xla_bridge", "absl"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    if sys.stdout.encoding and "utf" not in sys.stdout.encoding.lower():  # space groups print as I4₁/amd
+        sys.stdout.reconfigure(errors="replace")
+
+
+def main(argv=None) -> int:
+    _quiet_backends()
     parser = build_parser()
     args = parser.parse_args(argv)
     from crystaljax.errors import CrystalJaxError

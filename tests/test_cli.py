@@ -50,10 +50,15 @@ def test_classify_real_prototypes_json(capsys):
     rows = json.loads(capsys.readouterr().out)
     assert len(rows) == len(paths)
     for row in rows:
-        assert set(row) == {"file", "frame", "label", "probabilities"}
+        assert set(row) == {"file", "frame", "label", "probabilities", "uncertainty"}
         assert list(row["probabilities"]) == CLASSES
         assert sum(row["probabilities"].values()) == pytest.approx(1.0, abs=1e-4)
         assert row["label"] == max(row["probabilities"], key=row["probabilities"].get)
+        u = row["uncertainty"]
+        p = np.array(list(row["probabilities"].values()))
+        entropy = -np.sum(p[p > 0] * np.log(p[p > 0]))  # of the mean probabilities printed (6 digits kept)
+        assert u["entropy"] == pytest.approx(entropy, abs=1e-4)
+        assert 0.0 <= u["mutual_information"] <= u["entropy"] + 1e-9
     got = {Path(r["file"]).parent.name: r["label"] for r in rows}
     for name, label in EXPECTED.items():
         assert got[name] == label, (name, got[name])
@@ -63,10 +68,58 @@ def test_classify_multiframe_examples_and_csv(capsys):
     traj = EXAMPLES / "Fe_bcc_noisy_trajectory.extxyz"
     assert main(["classify", "--csv", "--quiet", str(traj), str(EXAMPLES / "Cu_fcc.cif")]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
-    assert lines[0].split(",") == ["file", "frame", "label", *CLASSES]
+    assert lines[0].split(",") == ["file", "frame", "label", *CLASSES, "entropy", "mutual_information"]
     body = [line.split(",") for line in lines[1:]]
     assert [b[1] for b in body] == ["0", "1", "2", "3", "0"]
     assert [b[2] for b in body] == ["bcc"] * 4 + ["fcc"]
+
+
+def test_table_names_frames_and_shows_uncertainty(capsys):
+    """Every frame of a multi-frame file is file[i] (from 0); a single-frame file is its name; deterministic
+    (--mc-samples 0) rows have zero mutual information; the runner-up only when it has p >= 0.1."""
+    traj = EXAMPLES / "Fe_bcc_noisy_trajectory.extxyz"
+    cif = EXAMPLES / "Cu_fcc.cif"
+    assert main(["classify", "--quiet", "--mc-samples", "0", str(traj), str(cif)]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].split()[:7] == ["structure", "class", "space", "group", "prob", "entropy", "MI"]
+    names = [line.split()[0] for line in lines[1:]]
+    assert names == [f"{traj}[{i}]" for i in range(4)] + [str(cif)]
+    for line in lines[1:5]:
+        assert line.split()[1:3] == ["bcc", "Im-3m"]
+    fcc = lines[-1].split()
+    assert fcc[1:3] == ["fcc", "Fm-3m"] and float(fcc[-1]) == 0.0  # MI of one deterministic pass
+    assert len(fcc) == 6  # no runner-up next to p ~ 1
+
+
+def test_mc_samples_reproducible_and_pristine_model(capsys):
+    """The same seed gives the same numbers; --model pristine (a shipped name) loads without a path."""
+    args = ["classify", "--json", "--quiet", "--mc-samples", "4", str(EXAMPLES / "Sn_beta.cif")]
+    assert main([*args, "--seed", "3"]) == 0
+    a = json.loads(capsys.readouterr().out)
+    assert main([*args, "--seed", "3"]) == 0
+    assert json.loads(capsys.readouterr().out) == a
+    assert main([*args, "--model", "pristine"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert rows[0]["label"] == "bct_141" and rows[0]["uncertainty"]["mutual_information"] >= 0
+
+
+def test_version_and_class_help(capsys):
+    from importlib.metadata import version
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0 and capsys.readouterr().out.strip() == f"crystaljax {version('crystaljax')}"
+    with pytest.raises(SystemExit):
+        main(["classify", "--help"])
+    out = capsys.readouterr().out
+    for text in ("bct_139", "I4/mmm", "bct_141", "I4₁/amd", "β-Sn", "hex/rh", "P6₃/mmc, R-3m", "α-Sm", "--mc-samples"):
+        assert text in out, text
+
+
+def test_bad_model_is_one_line(capsys):
+    assert main(["classify", "--model", "no_such_model", str(EXAMPLES / "Cu_fcc.cif")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "no_such_model" in err and "pristine" in err
 
 
 def test_bad_files_are_reported_and_skipped(tmp_path, capsys):
