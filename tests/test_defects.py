@@ -14,6 +14,8 @@ import jax.numpy as jnp
 from crystaljax import structure
 from crystaljax.physics.defects import (
     DefectConfig,
+    DefectLevels,
+    DefectSpec,
     apply_defects,
     displace,
     make_defect_fn,
@@ -434,3 +436,77 @@ def test_renormalize_restores_unit_mean_nn_distance():
     np.testing.assert_allclose(np.asarray(out.positions) * float(out.nn_distance),
                                np.asarray(raw.positions) * float(raw.nn_distance), atol=1e-4)
     assert float(out.nn_distance) < float(s.nn_distance)  # noise shortens the nearest neighbours
+
+
+# ---------------------------------------------------------------------------------------------
+# make_defect_fn(spec) -> fn(key, structure, levels): static stages, traced levels
+
+
+def test_levels_vmap_equals_loop_with_exact_counts():
+    """One compiled function over a vmap of levels and keys gives what a loop of eager calls gives."""
+    s = random_structure(60, 64, seed=4, n_vacant=4)
+    spec = DefectSpec(("vacancies", "displacement", "substitution"))
+    fn = make_defect_fn(spec)
+    fracs = np.array([0.0, 0.1, 0.25, 0.5], np.float32)
+    sigmas = np.array([0.0, 0.02, 0.05, 0.1], np.float32)
+    subs = np.array([0.2, 0.0, 0.5, 0.3], np.float32)
+    elements = np.array([[29, 47], [29, 0], [13, 0], [79, 29]], np.int32)
+    levels = DefectLevels(sigmas, fracs, subs, np.zeros(4, np.float32), elements)
+    keys = jax.random.split(key(5), 4)
+    batched = jax.jit(jax.vmap(fn, in_axes=(0, None, 0)))(keys, s, levels)
+    n_present = 56
+    for i in range(4):
+        one = fn(keys[i], s, DefectLevels(float(sigmas[i]), float(fracs[i]), float(subs[i]), 0.0, elements[i]))
+        for name, a, b in zip(structure.Structure._fields, batched, one):
+            np.testing.assert_allclose(np.asarray(a)[i], np.asarray(b), rtol=1e-6, atol=1e-7, err_msg=name)
+        out = jax.tree.map(lambda x: np.asarray(x)[i], batched)
+        # exact counts: vacancies among the present atoms, substitutions before them (all present atoms)
+        assert out.mask.sum() == n_present - round(float(fracs[i]) * n_present)
+        changed = (np.asarray(s.numbers) > 0) & (out.numbers != 26)
+        assert changed.sum() == round(float(subs[i]) * n_present)
+        # the substituting species are those of this level's element array (0 = unused slot)
+        assert set(np.unique(out.numbers[changed]).tolist()) <= set(int(e) for e in elements[i] if e > 0)
+    # the binary level used only its one element; the ternary level used both
+    out3 = jax.tree.map(lambda x: np.asarray(x)[3], batched)
+    assert set(np.unique(out3.numbers[(np.asarray(s.numbers) > 0) & (out3.numbers != 26)]).tolist()) == {79, 29}
+
+
+def test_substitution_array_equals_static_tuple_and_traced_elements():
+    s = random_structure(40, 48, seed=6)
+    a = substitute(key(7), s, 0.3, (29, 47))
+    b = substitute(key(7), s, 0.3, np.array([29, 47], np.int32))
+    c = jax.jit(substitute)(key(7), s, 0.3, jnp.array([29, 47]))
+    assert_same(a, b)
+    np.testing.assert_array_equal(np.asarray(a.numbers), np.asarray(c.numbers))
+    # an unused slot (0) changes nothing for a binary alloy: same atoms, the one listed species
+    d = substitute(key(7), s, 0.3, np.array([29, 0], np.int32))
+    e = substitute(key(7), s, 0.3, (29,))
+    np.testing.assert_array_equal(np.asarray(d.numbers), np.asarray(e.numbers))
+    assert set(np.unique(np.asarray(d.numbers)[:40]).tolist()) == {26, 29}
+
+
+def test_spec_from_config_matches_apply_defects():
+    cfg = DefectConfig(displacement_sigma=0.05, vacancy_fraction=0.2, substitution_fraction=0.1,
+                       substitution_elements=(29, 47))
+    s = random_structure(50, 64, seed=8)
+    fn = make_defect_fn(cfg)
+    assert fn.spec.stages == ("substitution", "vacancies", "displacement") and fn.config == cfg
+    assert_same(fn(key(9), s), apply_defects(key(9), s, cfg))
+    # the same spec with the config's levels passed as a traced pytree
+    traced = jax.jit(make_defect_fn(fn.spec))(key(9), s, DefectLevels.from_config(cfg))
+    for a, b in zip(traced, fn(key(9), s)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-7)
+
+
+def test_spec_validation_and_single_stream():
+    with pytest.raises(ValueError, match="unknown defect stage"):
+        DefectSpec(("melting",))
+    with pytest.raises(ValueError, match="single stage"):
+        DefectSpec(("vacancies", "displacement"), split_key=False)
+    with pytest.raises(ValueError, match="levels"):
+        make_defect_fn(DefectSpec(("vacancies",)))(key(0), random_structure(10, 16))
+    # split_key=False: the stage draws from the key itself, as the stage function called directly
+    s = random_structure(30, 32, seed=2)
+    out = make_defect_fn(DefectSpec(("vacancies",), split_key=False))(key(3), s, DefectLevels(vacancy_fraction=0.3))
+    assert_same(out, vacancies(key(3), s, 0.3))
+    assert DefectSpec(("displacement", "vacancies")).stages == ("vacancies", "displacement")  # canonical order

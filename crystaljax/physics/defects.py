@@ -23,7 +23,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import numpy as np
 
@@ -105,19 +105,22 @@ def remove_sublattice(key, s: Structure, fraction, tag: int = 1) -> Structure:
 def substitute(key, s: Structure, fraction, elements) -> Structure:
     """Exactly round(fraction * n_present) present atoms change species.
 
-    elements: atomic numbers (static tuple); each substituted atom draws one uniformly among those
-    different from its current species.  Atoms whose species is the only listed element cannot be
-    substituted and are not eligible (the count is then capped at the number of eligible atoms).
+    elements: atomic numbers, a static tuple or an int array (traced allowed, e.g. vmapped over
+    structures); 0 marks an unused slot, so binary and ternary alloys share the shape (2,).  Each
+    substituted atom draws one uniformly among the listed species different from its current one.
+    Atoms whose species is the only listed element cannot be substituted and are not eligible (the
+    count is then capped at the number of eligible atoms).
     """
-    elements = _check_elements(elements)
+    if not isinstance(elements, (jax.Array, np.ndarray)):
+        elements = _check_elements(elements)
+        if not elements:
+            if _is_static_zero(fraction):
+                return _asjax(s)
+            raise ValueError("substitution_elements is empty; list the substituting atomic numbers")
     s = _asjax(s)
-    if not elements:
-        if _is_static_zero(fraction):
-            return s
-        raise ValueError("substitution_elements is empty; list the substituting atomic numbers")
     k_sel, k_elem = jax.random.split(key)
-    elem = jnp.asarray(elements, s.numbers.dtype)
-    valid = elem[None, :] != s.numbers[:, None]                      # (n_max, n_elements)
+    elem = jnp.asarray(elements, s.numbers.dtype).reshape(-1)
+    valid = (elem[None, :] != s.numbers[:, None]) & (elem[None, :] > 0)   # (n_max, n_elements)
     present = s.mask > 0.5
     n_present = jnp.sum(present, dtype=jnp.int32)
     eligible = present & jnp.any(valid, axis=1)
@@ -147,6 +150,98 @@ def renormalize(s: Structure) -> Structure:
     return s._replace(positions=pos / mean, nn_distance=s.nn_distance * mean.astype(s.nn_distance.dtype))
 
 
+STAGES: tuple[str, ...] = ("substitution", "sublattice", "vacancies", "displacement")
+"""The defect stages, in the order they are applied (each draws from its own key stream)."""
+
+
+class DefectLevels(NamedTuple):
+    """The traced part of a defect: how strong.  A pytree; vmap over it to sweep levels.
+
+    displacement_sigma:    () float, Å of the physical structure (or a fraction of d_NN, see the spec).
+    vacancy_fraction:      () float in [0, 1].
+    substitution_fraction: () float in [0, 1].
+    sublattice_fraction:   () float in [0, 1].
+    substitution_elements: (n_elements,) int32 atomic numbers; 0 = unused slot.
+    """
+
+    displacement_sigma: Any = 0.0
+    vacancy_fraction: Any = 0.0
+    substitution_fraction: Any = 0.0
+    sublattice_fraction: Any = 0.0
+    substitution_elements: Any = ()
+
+    @classmethod
+    def from_config(cls, cfg: DefectConfig) -> "DefectLevels":
+        return cls(cfg.displacement_sigma, cfg.vacancy_fraction, cfg.substitution_fraction, cfg.sublattice_fraction,
+                   jnp.asarray(cfg.substitution_elements, jnp.int32).reshape(-1))
+
+    def level(self, stage: str):
+        return {"substitution": self.substitution_fraction, "sublattice": self.sublattice_fraction,
+                "vacancies": self.vacancy_fraction, "displacement": self.displacement_sigma}[stage]
+
+
+@dataclass(frozen=True)
+class DefectSpec:
+    """The static part of a defect: which stages run and how (levels come separately, traced).
+
+    stages:       subset of :data:`STAGES`; they run in the order of STAGES whatever the order here.
+    split_key:    True: the key is split into four streams, one per stage (switching a stage on never
+                  changes the draws of the others).  False: the one stage draws from the key as given
+                  (only with a single stage; for sweeps whose keys are already specific to the kind).
+    random_levels / renormalize / displacement_relative / sublattice_tag: as in :class:`DefectConfig`.
+    """
+
+    stages: tuple[str, ...] = ()
+    displacement_relative: bool = False
+    sublattice_tag: int = 1
+    random_levels: bool = False
+    renormalize: bool = False
+    split_key: bool = True
+
+    def __post_init__(self):
+        stages = (self.stages,) if isinstance(self.stages, str) else tuple(self.stages)
+        unknown = [x for x in stages if x not in STAGES]
+        if unknown:
+            raise ValueError(f"unknown defect stage(s) {unknown}; choose from {STAGES}")
+        object.__setattr__(self, "stages", tuple(x for x in STAGES if x in stages))
+        if not self.split_key and len(self.stages) > 1:
+            raise ValueError("split_key=False draws every stage from one key: give a single stage")
+
+    @classmethod
+    def from_config(cls, cfg: DefectConfig) -> "DefectSpec":
+        """Stages = those of ``cfg`` whose level is not a static 0."""
+        levels = DefectLevels.from_config(cfg)
+        return cls(tuple(x for x in STAGES if not _is_static_zero(levels.level(x))), cfg.displacement_relative,
+                   cfg.sublattice_tag, cfg.random_levels, cfg.renormalize)
+
+
+def _run_stages(spec: DefectSpec, key, s: Structure, levels: DefectLevels) -> Structure:
+    s = _asjax(s)
+    if spec.split_key:
+        keys = dict(zip(STAGES, jax.random.split(key, 4)))
+    else:
+        keys = {x: key for x in STAGES}
+    if spec.random_levels:
+        u = jax.random.uniform(jax.random.fold_in(key, 4), (4,))
+        scaled = {x: levels.level(x) * u[i] for i, x in enumerate(STAGES) if x in spec.stages}
+        levels = levels._replace(substitution_fraction=scaled.get("substitution", levels.substitution_fraction),
+                                 sublattice_fraction=scaled.get("sublattice", levels.sublattice_fraction),
+                                 vacancy_fraction=scaled.get("vacancies", levels.vacancy_fraction),
+                                 displacement_sigma=scaled.get("displacement", levels.displacement_sigma))
+    if "substitution" in spec.stages:
+        s = substitute(keys["substitution"], s, levels.substitution_fraction,
+                       jnp.asarray(levels.substitution_elements, jnp.int32))
+    if "sublattice" in spec.stages:
+        s = remove_sublattice(keys["sublattice"], s, levels.sublattice_fraction, spec.sublattice_tag)
+    if "vacancies" in spec.stages:
+        s = vacancies(keys["vacancies"], s, levels.vacancy_fraction)
+    if "displacement" in spec.stages:
+        s = displace(keys["displacement"], s, levels.displacement_sigma, spec.displacement_relative)
+    if spec.renormalize:
+        s = renormalize(s)
+    return s
+
+
 def apply_defects(key, s: Structure, cfg: DefectConfig) -> Structure:
     """All defects of ``cfg`` in a fixed order: substitution, sublattice removal, vacancies,
     displacement.
@@ -157,40 +252,41 @@ def apply_defects(key, s: Structure, cfg: DefectConfig) -> Structure:
     an all-zero config returns the structure unchanged.  With ``cfg.random_levels`` each level is
     scaled by its own U(0, 1) draw from a fifth stream (``fold_in(key, 4)``).
     """
-    s = _asjax(s)
-    k_sub, k_lat, k_vac, k_disp = jax.random.split(key, 4)
-    if cfg.random_levels:
-        u = jax.random.uniform(jax.random.fold_in(key, 4), (4,))
-        fields = ("substitution_fraction", "sublattice_fraction", "vacancy_fraction", "displacement_sigma")
-        cfg = dataclasses.replace(cfg, random_levels=False, **{
-            f: getattr(cfg, f) * u[i] for i, f in enumerate(fields) if not _is_static_zero(getattr(cfg, f))})
-    if not _is_static_zero(cfg.substitution_fraction):
-        s = substitute(k_sub, s, cfg.substitution_fraction, cfg.substitution_elements)
-    if not _is_static_zero(cfg.sublattice_fraction):
-        s = remove_sublattice(k_lat, s, cfg.sublattice_fraction, cfg.sublattice_tag)
-    if not _is_static_zero(cfg.vacancy_fraction):
-        s = vacancies(k_vac, s, cfg.vacancy_fraction)
-    if not _is_static_zero(cfg.displacement_sigma):
-        s = displace(k_disp, s, cfg.displacement_sigma, cfg.displacement_relative)
-    if cfg.renormalize:
-        s = renormalize(s)
-    return s
+    return _run_stages(DefectSpec.from_config(cfg), key, s, DefectLevels.from_config(cfg))
 
 
-def make_defect_fn(cfg: DefectConfig | Mapping[str, Any]) -> Callable[[jax.Array, Structure], Structure]:
-    """``fn(key, Structure) -> Structure`` applying ``cfg`` (a DefectConfig or a mapping of its fields)."""
-    if not isinstance(cfg, DefectConfig):
-        cfg = DefectConfig.from_dict(cfg)
+def make_defect_fn(spec: DefectSpec | DefectConfig | Mapping[str, Any]) -> Callable[..., Structure]:
+    """``fn(key, structure, levels=None) -> Structure``, pure and traceable.
 
-    def defect_fn(key, s: Structure) -> Structure:
-        return apply_defects(key, s, cfg)
+    spec: a :class:`DefectSpec` (static: which stages, key handling, renormalisation), or a
+    :class:`DefectConfig` / mapping of its fields (its stages are those with a non-zero level, and its
+    levels are the default ``levels``).  ``levels``: a :class:`DefectLevels` pytree of traced values,
+    so a sweep is ``jax.vmap`` over levels and keys with one compilation.  ``fn.spec`` (and, from a
+    config, ``fn.config``) record what was built.
+    """
+    config = None
+    if not isinstance(spec, DefectSpec):
+        config = spec if isinstance(spec, DefectConfig) else DefectConfig.from_dict(spec)
+        spec = DefectSpec.from_config(config)
+    default = None if config is None else DefectLevels.from_config(config)
 
-    defect_fn.config = cfg
+    def defect_fn(key, s: Structure, levels: DefectLevels | None = None) -> Structure:
+        if levels is None:
+            if default is None:
+                raise ValueError("this defect function was built from a DefectSpec: pass levels=DefectLevels(...)")
+            levels = default
+        return _run_stages(spec, key, s, levels)
+
+    defect_fn.spec = spec
+    defect_fn.config = config
     return defect_fn
 
 
 __all__ = [
     "DefectConfig",
+    "DefectLevels",
+    "DefectSpec",
+    "STAGES",
     "displace",
     "vacancies",
     "substitute",
