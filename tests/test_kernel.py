@@ -144,3 +144,54 @@ def test_structure_factor_is_the_direct_sum():
     re2, im2 = _accumulate_amplitude(jnp.asarray(q), jnp.asarray(x), jnp.asarray(numbers), jnp.asarray(weights),
                                      jnp.asarray(table), 2)
     np.testing.assert_array_equal(np.asarray(re), np.asarray(re2))
+
+
+def test_configure_xla_cpu_respects_the_user_and_the_cpu(tmp_path):
+    from crystaljax.physics.fingerprint import VECTOR_WIDTH_FLAG, configure_xla_cpu
+
+    with_avx512 = tmp_path / "a"
+    with_avx512.write_text("processor : 0\nflags : fpu sse avx2 avx512f avx512bw\n")
+    without = tmp_path / "b"
+    without.write_text("processor : 0\nflags : fpu sse avx2 fma\n")
+    env = {}
+    assert configure_xla_cpu(env, str(with_avx512)) == VECTOR_WIDTH_FLAG and env["XLA_FLAGS"] == VECTOR_WIDTH_FLAG
+    env = {"XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
+    assert configure_xla_cpu(env, str(with_avx512)) is None
+    assert env == {"XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
+    env = {}
+    assert configure_xla_cpu(env, str(without)) is None and env == {}
+    assert configure_xla_cpu({}, str(tmp_path / "missing")) is None
+
+
+_FLAG_SCRIPT = """
+import sys, numpy as np, jax
+sys.path.insert(0, {tests!r})
+from conftest import lattice_cluster
+from crystaljax.config import DetectorConfig
+from crystaljax.physics.fingerprint import make_fingerprint_fn
+from crystaljax.structure import from_arrays
+pos = lattice_cluster([[0, 0, 0], [.5, .5, .5]], np.eye(3) * 1.1547, (3, 3, 3), jitter=0.05)
+st = from_arrays(pos, np.full(len(pos), 26))
+np.save({out!r}, np.asarray(jax.jit(make_fingerprint_fn(DetectorConfig(n_pixels=32)))(st)))
+"""
+
+
+def test_vector_width_flag_does_not_change_results(tmp_path):
+    """The same fingerprint with and without --xla_cpu_prefer_vector_width=512 (fresh processes)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from crystaljax.physics.fingerprint import VECTOR_WIDTH_FLAG
+
+    tests = str(Path(__file__).resolve().parent)
+    outs = []
+    for flags in ("", VECTOR_WIDTH_FLAG):
+        out = str(tmp_path / f"fp{len(outs)}.npy")
+        env = dict(os.environ, XLA_FLAGS=flags, JAX_PLATFORMS="cpu")
+        subprocess.run([sys.executable, "-c", _FLAG_SCRIPT.format(tests=tests, out=out)], env=env, check=True,
+                       timeout=600)
+        outs.append(np.load(out))
+    assert outs[0].max() == pytest.approx(1.0)
+    np.testing.assert_allclose(outs[1], outs[0], rtol=0, atol=1e-6)
