@@ -10,7 +10,7 @@ from ase import Atoms
 from ase.build import bulk
 
 from crystaljax.structures.cell import random_rotation, rotate, standard_cell
-from crystaljax.structures.cluster import build_cluster, mean_nn_distance, prepare, replication
+from crystaljax.structures.cluster import build_cluster, mean_nn_distance, prepare, replication, robust_nn_distance
 from crystaljax.errors import StructureError
 
 A_SC, A_FCC, A_BCC, A_DIA, A_HCP, C_HCP = 3.35, 3.61, 2.87, 3.567, 3.21, 5.21
@@ -134,13 +134,19 @@ def test_non_periodic_input_kept_as_given():
     atoms = Atoms(numbers=numbers, positions=pos, tags=np.arange(len(pos)) % 3)
     atoms.info["label"] = "np"
     c = build_cluster(atoms, target=250)
-    nn = _brute_force_nn(pos).mean()
+    nn = robust_nn_distance(atoms)
     assert len(c) == len(pos)  # no replication, whatever the target
     assert np.isclose(c.info["nn_distance"], nn, rtol=1e-12)
     np.testing.assert_allclose(c.positions, (pos - pos.mean(axis=0)) / nn, atol=1e-12)
     assert np.array_equal(c.numbers, numbers) and np.array_equal(c.get_tags(), atoms.get_tags())
     assert "n_cells" not in c.info and c.info["label"] == "np"
-    assert abs(mean_nn_distance(c) - 1) < 1e-9
+    assert abs(robust_nn_distance(c) - 1) < 1e-9
+    # the old estimator stays available by name
+    c_mean = build_cluster(atoms, target=250, scale="mean")
+    assert np.isclose(c_mean.info["nn_distance"], _brute_force_nn(pos).mean(), rtol=1e-12)
+    assert abs(mean_nn_distance(c_mean) - 1) < 1e-9
+    with pytest.raises(ValueError, match="scale"):
+        build_cluster(atoms, scale="nope")
     # prepare does the same for finite input (validate first)
     np.testing.assert_allclose(prepare(atoms).positions, c.positions)
 
@@ -194,8 +200,10 @@ def test_mean_nn_distance_large_finite_input_is_fast():
     dist = np.linalg.norm(pos[sub][:, None] - pos[None], axis=-1)
     dist[np.arange(50), sub] = np.inf
     assert 0.5 * d < dist.min(axis=1).mean() < 2 * d  # sample of the exact per-atom values
-    c = build_cluster(atoms)
-    assert len(c) == 25_000 and abs(mean_nn_distance(c) - 1) < 1e-9
+    t = time.perf_counter()
+    c = build_cluster(atoms)  # the robust scale, also fast
+    assert time.perf_counter() - t < 5.0
+    assert len(c) == 25_000 and abs(robust_nn_distance(c) - 1) < 1e-9
 
 
 def test_prepare_rejects_bad_structures():

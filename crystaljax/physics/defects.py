@@ -33,6 +33,7 @@ import jax.numpy as jnp
 from crystaljax.config import DefectConfig  # the schema lives in crystaljax.config
 from crystaljax.config import check_elements as _check_elements
 from crystaljax.config import is_static_zero as _is_static_zero
+from crystaljax.physics.scale import nn_scale
 from crystaljax.structure import Structure
 
 # --------------------------------------------------------------------------------------------
@@ -131,23 +132,17 @@ def substitute(key, s: Structure, fraction, elements) -> Structure:
 
 
 def renormalize(s: Structure) -> Structure:
-    """Rescale one cluster so the mean nearest-neighbour distance of its PRESENT atoms is 1 Å.
+    """Rescale one cluster so the robust nearest-neighbour distance of its PRESENT atoms is 1 Å.
 
     What the host pipeline does to any input (``cluster.build_cluster`` scales by the structure's own
-    mean nn distance), so a defective training cluster is scaled as a defective file would be;
-    ``nn_distance`` is multiplied by the same factor (physical positions unchanged).  O(n_max^2).
+    robust nn distance; the same statistic, :func:`crystaljax.physics.scale.nn_scale`), so a defective
+    training cluster is scaled as a defective file would be; ``nn_distance`` is multiplied by the same
+    factor (physical positions unchanged).  Fewer than two present atoms: unchanged.  O(n_max^2).
     """
     pos = s.positions
-    present = s.mask > 0.5
-    n = pos.shape[0]
-    d2 = jnp.sum((pos[:, None, :] - pos[None, :, :]) ** 2, axis=-1)
-    ok = present[:, None] & present[None, :] & ~jnp.eye(n, dtype=bool)
-    nn = jnp.sqrt(jnp.min(jnp.where(ok, d2, jnp.inf), axis=1))
-    valid = present & jnp.isfinite(nn)
-    count = jnp.sum(valid)
-    mean = jnp.where(count > 0, jnp.sum(jnp.where(valid, nn, 0.0)) / jnp.maximum(count, 1), 1.0)
-    mean = jax.lax.stop_gradient(jnp.where(mean > 0, mean, 1.0))
-    return s._replace(positions=pos / mean, nn_distance=s.nn_distance * mean.astype(s.nn_distance.dtype))
+    scale = nn_scale(pos, s.mask)
+    scale = jax.lax.stop_gradient(jnp.where(jnp.isfinite(scale) & (scale > 0), scale, 1.0))
+    return s._replace(positions=pos / scale, nn_distance=s.nn_distance * scale.astype(s.nn_distance.dtype))
 
 
 STAGES: tuple[str, ...] = ("substitution", "sublattice", "vacancies", "displacement")

@@ -1,8 +1,8 @@
 """Finite clusters for the fingerprint: replication, centring and nearest-neighbour scaling (host side).
 
 ``prepare(atoms)`` is the single entry point: validate -> standard cell (periodic input only) ->
-``build_cluster``.  The output is a finite ``ase.Atoms`` whose positions are in units of the mean
-nearest-neighbour distance (so neighbours sit 1 Å apart), centred on the origin, with
+``build_cluster``.  The output is a finite ``ase.Atoms`` whose positions are in units of the robust
+first-shell neighbour distance (:func:`robust_nn_distance`, so neighbours sit 1 Å apart), centred on the origin, with
 ``info['nn_distance']`` holding the physical scale in Å.
 
 Replication rule (periodic input, cell of m atoms with vectors a_i, target T):
@@ -43,6 +43,94 @@ def mean_nn_distance(atoms) -> float:
     if not periodic and len(atoms) < 2:
         raise StructureError("nearest-neighbour distance needs at least two atoms in a finite structure")
     return float(np.mean(nearest_neighbour_distances(atoms, periodic)))
+
+
+# Constants of the robust statistic: keep in step with crystaljax.physics.scale (the device version; the two
+# layers may not import each other, tests/test_scale.py checks that both agree).
+ROBUST_NEIGHBOURS = 16
+ROBUST_ITERATIONS = 30
+ROBUST_C_LOCATION = 1.0
+ROBUST_LOWER_WINDOW = 0.45
+ROBUST_FLOOR = 0.001
+ROBUST_S_MAX = 0.1
+ROBUST_MAD_TO_SIGMA = 0.6745
+
+#: Scale estimators of :func:`build_cluster`: "robust" (default, :func:`robust_nn_distance`) or "mean"
+#: (:func:`mean_nn_distance`, the estimator the shipped models were trained with).
+SCALES = ("robust", "mean")
+#: The estimator used when ``scale=None``; read at call time (benchmarks may switch it in a subprocess).
+SCALE = "robust"
+
+
+def scale_from_neighbour_distances(d: np.ndarray) -> float:
+    """Robust first-shell distance from a table ``d`` (n, K) of each atom's distances to its nearest other
+    atoms (ascending, +inf where absent); NaN if no atom has a neighbour.  The statistic is described in
+    :mod:`crystaljax.physics.scale` (the device version of the same computation)."""
+    d = np.asarray(d, dtype=np.float64)
+    finite = np.isfinite(d)
+    nn = d[:, 0][finite[:, 0]]
+    if len(nn) == 0:
+        return float("nan")
+    m = float(np.median(nn))
+    s = float(np.median(np.abs(nn - m))) / ROBUST_MAD_TO_SIGMA
+    v = d[finite]
+    for _ in range(ROBUST_ITERATIONS):
+        h = ROBUST_C_LOCATION * max(s, ROBUST_FLOOR * m)
+        w = v[np.abs(v - m) < h]
+        if len(w):
+            m = float(np.median(w))
+        low = m - v[(v < m) & (v > (1.0 - ROBUST_LOWER_WINDOW) * m)]
+        s = min(float(np.median(low)) / ROBUST_MAD_TO_SIGMA if len(low) else 0.0, ROBUST_S_MAX * m)
+    return m - s * s / m
+
+
+def _neighbour_table(atoms, k: int, periodic: bool) -> np.ndarray:
+    """(n, min(k, available)) distances (Å) from each atom to its k nearest other atoms (periodic images
+    included for periodic input), ascending, +inf where fewer exist."""
+    from scipy.spatial import cKDTree
+
+    pos = np.asarray(atoms.positions, dtype=np.float64)
+    if periodic:
+        cell = np.asarray(atoms.cell[:], dtype=np.float64)
+        volume = abs(float(np.linalg.det(cell)))
+        # a ball holding ~3 k atoms around any atom of the cell, plus the cell's own extent
+        radius = (3.0 * 3 * (k + 1) * volume / len(pos) / (4.0 * np.pi)) ** (1.0 / 3.0)
+        spacings = volume / np.linalg.norm(np.cross(np.roll(cell, -1, 0), np.roll(cell, -2, 0)), axis=1)
+        reps = [int(np.ceil(radius / sp)) + 1 for sp in spacings]
+        grid = np.stack(np.meshgrid(*[np.arange(-r, r + 1) for r in reps], indexing="ij"), -1).reshape(-1, 3)
+        others = (pos[None, :, :] + (grid @ cell)[:, None, :]).reshape(-1, 3)
+    else:
+        others = pos
+    kk = min(k + 1, len(others))
+    d, _ = cKDTree(others).query(pos, k=kk)
+    d = np.asarray(d, dtype=np.float64).reshape(len(pos), kk)[:, 1:]  # the first hit is the atom itself
+    if d.shape[1] < k:
+        d = np.concatenate([d, np.full((len(pos), k - d.shape[1]), np.inf)], axis=1)
+    return d
+
+
+def robust_nn_distance(atoms) -> float:
+    """Robust first-shell neighbour distance (Å) of a (possibly defective) structure.
+
+    Median-based and unaffected by random vacancies, with a correction for the lengthening of bonds by
+    Gaussian displacements (statistic: :mod:`crystaljax.physics.scale`, of which this is the host
+    version; periodic input includes periodic images).  Equals the nearest-neighbour distance of a
+    pristine crystal whose atoms all have the same one.  Requires at least two atoms (or one periodic atom).
+    """
+    periodic = is_periodic(atoms)
+    if not periodic and len(atoms) < 2:
+        raise StructureError("nearest-neighbour distance needs at least two atoms in a finite structure")
+    return float(scale_from_neighbour_distances(_neighbour_table(atoms, ROBUST_NEIGHBOURS, periodic)))
+
+
+def nn_scale(atoms, scale: str | None = None) -> float:
+    """The length scale (Å) :func:`build_cluster` divides by: ``scale`` in :data:`SCALES` (None -> :data:`SCALE`)."""
+    scale = SCALE if scale is None else scale
+    if scale == "robust":
+        return robust_nn_distance(atoms)
+    if scale == "mean":
+        return mean_nn_distance(atoms)
+    raise ValueError(f"unknown scale estimator {scale!r}; choose one of {SCALES}")
 
 
 def replication(n_atoms: int, cell, target: int = 250) -> tuple[int, int, int]:
@@ -111,15 +199,17 @@ def sphere_cut(atoms, target: int = 250):
     return ball, reps
 
 
-def build_cluster(atoms, target: int = 250, shape: str = "sphere") -> "ase.Atoms":  # noqa: F821
-    """Finite, centred cluster with mean nearest-neighbour distance exactly 1 Å.
+def build_cluster(atoms, target: int = 250, shape: str = "sphere",
+                  scale: str | None = None) -> "ase.Atoms":  # noqa: F821
+    """Finite, centred cluster with nearest-neighbour distance 1 Å (by the estimator ``scale``, see :func:`nn_scale`).
 
     Periodic input (call :func:`crystaljax.structures.cell.standard_cell` first, as :func:`prepare` does): with
     ``shape="sphere"`` (default) the whole shells around one atom closest to ``target`` atoms
     (:func:`sphere_cut`); with ``shape="block"`` the cell replicated n1 x n2 x n3 times by the rule in the
-    module docstring (the paper's construction).  The scale is the mean nearest-neighbour distance of
-    the *periodic* crystal.  Non-periodic (or partially periodic) input: the
-    atoms are taken as given and the scale is their own mean nearest-neighbour distance.
+    module docstring (the paper's construction).  The scale is the nearest-neighbour distance of the
+    *periodic* crystal (:func:`robust_nn_distance` by default; ``scale="mean"``: the mean over atoms of
+    the distance to the nearest other atom, biased by noise and vacancies).  Non-periodic (or partially
+    periodic) input: the atoms are taken as given and the scale is their own nearest-neighbour distance.
 
     The cluster is then centred (unweighted centroid at the origin) and divided by the scale.  Output: a
     non-periodic ``ase.Atoms`` (pbc False, zero cell), positions in Å of the scaled cluster, numbers and
@@ -134,7 +224,7 @@ def build_cluster(atoms, target: int = 250, shape: str = "sphere") -> "ase.Atoms
     if shape not in SHAPES:
         raise ValueError(f"unknown cluster shape {shape!r}; choose one of {SHAPES}")
     if is_periodic(atoms):
-        nn = mean_nn_distance(atoms)
+        nn = nn_scale(atoms, scale)
         if shape == "sphere":
             big, reps = sphere_cut(atoms, target)
         else:
@@ -143,7 +233,7 @@ def build_cluster(atoms, target: int = 250, shape: str = "sphere") -> "ase.Atoms
         info["n_cells"] = tuple(int(r) for r in reps)
     else:
         big = atoms
-        nn = mean_nn_distance(atoms)
+        nn = nn_scale(atoms, scale)
     if not np.isfinite(nn) or nn <= 0:
         raise StructureError(f"invalid nearest-neighbour distance {nn!r} A")
     pos = np.asarray(big.positions, dtype=np.float64)
@@ -154,14 +244,16 @@ def build_cluster(atoms, target: int = 250, shape: str = "sphere") -> "ase.Atoms
     return out
 
 
-def prepare(atoms, target: int = 250, shape: str = "sphere", orient: bool = True) -> "ase.Atoms":  # noqa: F821
+def prepare(atoms, target: int = 250, shape: str = "sphere", orient: bool = True,
+            scale: str | None = None) -> "ase.Atoms":  # noqa: F821
     """validate -> standard cell (periodic input) or lattice-based orientation (finite input) -> build_cluster.
 
     What the rest of crystaljax calls.  Finite input (atom-probe data, nanoparticles, clusters cut from
     MD) with ``orient=True`` goes through :func:`crystaljax.structures.lattice.orient_finite`: a large fragment is
     cut to a ball of ~``target`` atoms at its centre and, if a lattice is found, rotated into the
     orientation its periodic primitive cell would get, so the fingerprint does not depend on the
-    frame of the file.  ``orient=False`` takes finite input exactly as given.
+    frame of the file.  ``orient=False`` takes finite input exactly as given.  ``scale``: the length-scale
+    estimator (:func:`nn_scale`; None -> :data:`SCALE`, the robust one).
     Raises :class:`crystaljax.errors.StructureError` for structures that cannot be imaged.
     """
     from crystaljax.structures.cell import standard_cell
@@ -173,4 +265,4 @@ def prepare(atoms, target: int = 250, shape: str = "sphere", orient: bool = True
         from crystaljax.structures.lattice import orient_finite
 
         atoms = orient_finite(atoms, target=target)
-    return build_cluster(atoms, target=target, shape=shape)
+    return build_cluster(atoms, target=target, shape=shape, scale=scale)
