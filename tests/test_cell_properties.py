@@ -71,10 +71,12 @@ def test_ase_niggli_cycle_case_is_handled():
 def test_fallback_when_niggli_never_converges(monkeypatch):
     """Every Niggli attempt failing leaves the Minkowski-reduced basis: still a valid reduced cell."""
     monkeypatch.setattr(cellmod, "_niggli_attempts", lambda B, eps=None: None)
+    cellmod._lattice_setup_cached.cache_clear()  # lattices memoised by earlier tests must be reduced again
     for make in BULK.values():
         atoms = make()
         s = standard_cell(rotate(atoms, random_rotation(np.random.default_rng(0))))
         _check_reduced(s, atoms)
+    cellmod._lattice_setup_cached.cache_clear()  # do not leave Minkowski-route results memoised
 
 
 def test_fuzz_near_degenerate_cells_only_structure_error():
@@ -172,3 +174,17 @@ def test_real_lattice_distortion_beyond_tolerance_is_kept():
         # the lattice is not made cubic: the cell lengths are not all equal
         assert np.ptp(np.sqrt(np.diag(G))) > 1e-3
         assert np.isclose(s.get_volume(), atoms.get_volume())
+
+
+def test_memoised_lattice_setup_is_read_only_and_equal_to_a_fresh_one():
+    """The per-cell memo returns exactly what a fresh reduction gives, and its arrays cannot be modified."""
+    cell = bulk("Si").cell.array @ random_rotation(np.random.default_rng(1)).T
+    cellmod._lattice_setup_cached.cache_clear()
+    first = cellmod._lattice_setup(cell)
+    again = cellmod._lattice_setup(cell.copy())
+    M, Gs, autos, _ = cellmod._canonical_basis(cell)
+    np.testing.assert_array_equal(first[0], M)
+    np.testing.assert_array_equal(first[2], autos)
+    assert all(x is y for x, y in zip(first, again))
+    with pytest.raises(ValueError):
+        first[0][0, 0] = 7

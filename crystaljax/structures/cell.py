@@ -8,6 +8,7 @@ lattice metric, so it is well defined for defective and distorted structures as 
 
 from __future__ import annotations
 
+import functools
 import itertools
 
 import numpy as np
@@ -146,10 +147,9 @@ def _minkowski(cell: np.ndarray) -> np.ndarray:
         coef = _BOX2[order]
         a = coef[0]
         cross = np.cross(a, coef)  # integer: independent of a iff non-zero
-        b = coef[np.flatnonzero(np.any(cross != 0, axis=1))[0]]
-        dets = np.rint(np.linalg.det(np.stack([np.broadcast_to(a, coef.shape), np.broadcast_to(b, coef.shape),
-                                               coef], axis=1))).astype(np.int64)
-        c = coef[np.flatnonzero(np.abs(dets) == 1)[0]]
+        b = coef[int(np.argmax(np.any(cross != 0, axis=1)))]
+        dets = coef @ np.cross(a, b)  # det(a, b, c) for every candidate c (integers)
+        c = coef[int(np.argmax(np.abs(dets) == 1))]
         N = np.stack([a, b, c])
         new = N @ M
         old_len = np.sort(np.einsum("ij,ij->i", B, B))
@@ -254,9 +254,11 @@ def _sym_power(G: np.ndarray, power: float) -> np.ndarray:
     return (V * w**power) @ V.T
 
 
-def _canonical_basis(cell: np.ndarray, epsfactor: float | None = None) -> tuple[np.ndarray, np.ndarray, str]:
+def _canonical_basis(cell: np.ndarray, epsfactor: float | None = None
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
     """Integer unimodular M (rows of M @ cell = the standard reduced basis, det > 0), the symmetrised metric
-    Gs (3, 3) of that basis, and the route taken ("niggli" or "minkowski").
+    Gs (3, 3) of that basis, its proper automorphisms (K, 3, 3) (identity first) and the route taken
+    ("niggli" or "minkowski").
 
     1. Minkowski-reduce the input (always terminates).
     2. Symmetrise the metric over the integer basis changes that keep it within ``SYM_RTOL``: a strained
@@ -270,9 +272,13 @@ def _canonical_basis(cell: np.ndarray, epsfactor: float | None = None) -> tuple[
     M0 = _minkowski(cell)
     B0 = M0 @ cell
     G0 = B0 @ B0.T
-    K = _approx_group(G0, SYM_RTOL).astype(np.float64)
-    Gsym = np.einsum("mij,jk,mlk->il", K, G0, K) / len(K)
-    Bsym = _sym_power(Gsym, 0.5) @ _sym_power(G0, -0.5) @ B0  # a basis with metric Gsym
+    K = _approx_group(G0, SYM_RTOL)
+    if len(K) > 1:
+        Kf = K.astype(np.float64)
+        Gsym = np.einsum("mij,jk,mlk->il", Kf, G0, Kf) / len(K)
+        Bsym = _sym_power(Gsym, 0.5) @ _sym_power(G0, -0.5) @ B0  # a basis with metric Gsym
+    else:
+        Gsym, Bsym = G0, B0
     M1 = _niggli_attempts(Bsym, epsfactor)
     route = "niggli"
     if M1 is None:
@@ -280,7 +286,35 @@ def _canonical_basis(cell: np.ndarray, epsfactor: float | None = None) -> tuple[
     Gs = M1 @ Gsym @ M1.T
     S = _triclinic_sign_flip(Gs)
     M1 = S @ M1
-    return M1 @ M0, S @ Gs @ S, route
+    Gs = S @ Gs @ S
+    if len(K) > 1:  # the automorphisms of Gs are those of Gsym in the new basis: M1 K M1^-1
+        autos = np.einsum("ij,kjl,lm->kim", M1, K, _int_inverse(M1))
+        eye = np.eye(3, dtype=np.int64)
+        autos = np.concatenate([eye[None], autos[~np.all(autos == eye, axis=(1, 2))]])
+    else:
+        autos = _lattice_automorphisms(Gs)
+    return M1 @ M0, Gs, autos, route
+
+
+@functools.lru_cache(maxsize=64)
+def _lattice_setup_cached(cell_bytes: bytes, epsfactor: float | None):
+    cell = np.frombuffer(cell_bytes, dtype=np.float64).reshape(3, 3)
+    M, Gs, autos, route = _canonical_basis(cell, epsfactor)
+    W = _int_inverse(autos)
+    H = _orbit(W, _BOX1)
+    out = (M, Gs, autos, W, H)
+    for x in out:
+        x.setflags(write=False)
+    return out
+
+
+def _lattice_setup(cell: np.ndarray, epsfactor: float | None = None):
+    """(M, Gs, autos, W = autos^-1, H = Miller indices of the descriptor) of a lattice: everything that
+    depends on the cell alone.  A pure function of the (3, 3) float64 cell, memoised on its exact bytes
+    (64 entries, read-only arrays): consecutive frames of an MD trajectory share their cell, so the
+    reduction runs once per trajectory instead of once per frame."""
+    cell = np.ascontiguousarray(cell, dtype=np.float64)
+    return _lattice_setup_cached(cell.tobytes(), None if epsfactor is None else float(epsfactor))
 
 
 def _metric_keys(U: np.ndarray, G: np.ndarray) -> np.ndarray:
@@ -315,9 +349,13 @@ def _reciprocal_cosines(G: np.ndarray) -> np.ndarray:
 
 def _classes(numbers: np.ndarray, tags: np.ndarray) -> np.ndarray:
     """Dense class index per atom, ordered by (Z, tag)."""
-    pairs = np.stack([numbers, tags], axis=1)
-    _, inv = np.unique(pairs, axis=0, return_inverse=True)
-    return inv.reshape(-1).astype(np.int64)
+    order = np.lexsort((tags, numbers))
+    z, t = numbers[order], tags[order]
+    new = np.ones(len(order), dtype=bool)
+    new[1:] = (z[1:] != z[:-1]) | (t[1:] != t[:-1])
+    cls = np.empty(len(order), dtype=np.int64)
+    cls[order] = np.cumsum(new) - 1
+    return cls
 
 
 def _reference_atoms(cls: np.ndarray) -> np.ndarray:
@@ -335,38 +373,35 @@ def _orbit(W: np.ndarray, H0: np.ndarray) -> np.ndarray:
     return _unique_rows(np.einsum("kij,hj->khi", W, H0).reshape(-1, 3))
 
 
-def _origin_candidates(frac: np.ndarray, cls: np.ndarray, refs: np.ndarray, W: np.ndarray) -> np.ndarray:
+def _origin_candidates(frac: np.ndarray, cls: np.ndarray, refs: np.ndarray, H: np.ndarray) -> np.ndarray:
     """The reference atoms whose environment descriptor is smallest: a subset of ``refs`` that depends only
     on the crystal (invariant to translation, atom order and the basis changes W (K, 3, 3)).
 
     Used above ``_FULL_BUDGET``.  Descriptor of atom r, per class c:
     D_rc = sum_h Re(exp(-2 pi i h.f_r) S_c(h)), S_c(h) = sum over atoms
-    of class c of exp(2 pi i h.f_j), h over the W-orbit of [-1, 1]^3 (a group-closed set, so the sum is
+    of class c of exp(2 pi i h.f_j), h over the orbit H (|H|, 3) of [-1, 1]^3 under the basis changes (a group-closed set, so the sum is
     basis independent), quantised to n / 2**16.  Equivalent atoms tie; in a rattled frame one atom wins,
     so the exact key below is computed for one origin instead of all atoms of the rarest class.
     """
-    H = _orbit(W, _BOX1).astype(np.float64)
-    ph = np.exp(2j * np.pi * np.einsum("nj,hj->nh", frac, H))  # (n, |H|); einsum: no BLAS threads
-    n_cls = int(cls.max()) + 1
-    S = np.zeros((n_cls, len(H)), np.complex128)
-    np.add.at(S, cls, ph)
-    D = np.einsum("rh,ch->rc", ph[refs].real, S.real) + np.einsum("rh,ch->rc", ph[refs].imag, S.imag)
+    arg = 2.0 * np.pi * np.dot(frac, H.T.astype(np.float64))  # (n, |H|)
+    c, s = np.cos(arg), np.sin(arg)
+    onehot = (cls[:, None] == np.arange(int(cls.max()) + 1)[None, :]).astype(np.float64)  # (n, n_cls)
+    D = np.dot(c[refs], np.dot(onehot.T, c).T) + np.dot(s[refs], np.dot(onehot.T, s).T)  # (R, n_cls)
     q = np.rint(D * (_GRID / max(len(frac), 1))).astype(np.int64)
-    order = np.lexsort(q.T[::-1])
-    best = np.all(q == q[order[0]], axis=1)
+    best = _first_min_rows(q - q.min())
     return refs[best]
 
 
 def _first_min_rows(codes: np.ndarray) -> np.ndarray:
-    """Indices (ascending) of the rows of ``codes`` (m, L) equal to the lexicographically smallest row."""
-    if codes.shape[1] == 0:
-        return np.arange(len(codes))
-    order = np.lexsort(codes.T[::-1])
-    return np.flatnonzero(np.all(codes == codes[order[0]], axis=1))
+    """Indices (ascending) of the rows of ``codes`` (m, L) (non-negative int64) equal to the
+    lexicographically smallest row.  Big-endian bytes of non-negative integers compare like the numbers."""
+    rows = [r.tobytes() for r in np.ascontiguousarray(codes.astype(">i8"))]
+    best = min(rows)
+    return np.array([i for i, r in enumerate(rows) if r == best], dtype=np.int64)
 
 
-def _choose_automorphism(frac: np.ndarray, cls: np.ndarray, autos: np.ndarray, G: np.ndarray
-                         ) -> tuple[int, int | None]:
+def _choose_automorphism(frac: np.ndarray, cls: np.ndarray, autos: np.ndarray, G: np.ndarray,
+                         W: np.ndarray | None = None, H: np.ndarray | None = None) -> tuple[int, int | None]:
     """Index into ``autos`` of the basis change to apply, and the origin atom (None: origin not fixed).
 
     All operations at once: the fractional coordinates in every candidate basis (K, n, 3), then for every
@@ -376,11 +411,11 @@ def _choose_automorphism(frac: np.ndarray, cls: np.ndarray, autos: np.ndarray, G
     then to the first operation.  Above ``_EXACT_BUDGET`` (origin candidates x atoms) class-resolved
     diffraction intensities decide instead and the origin is not fixed.
     """
-    W = _int_inverse(autos)  # frac in basis U @ B is frac @ U^-1
+    W = _int_inverse(autos) if W is None else W  # frac in basis U @ B is frac @ U^-1
     refs = _reference_atoms(cls)
     n = len(frac)
     if len(autos) * len(refs) * n > _FULL_BUDGET:  # large input: pre-select the origin (invariant rule)
-        cand = _origin_candidates(frac, cls, refs, W)
+        cand = _origin_candidates(frac, cls, refs, _orbit(W, _BOX1) if H is None else H)
     else:  # small input: every atom of the rarest class, as in the original per-operation search
         cand = refs
     if len(cand) * n <= _EXACT_BUDGET:
@@ -388,7 +423,8 @@ def _choose_automorphism(frac: np.ndarray, cls: np.ndarray, autos: np.ndarray, G
         chunk = max(1, _CHUNK // max(len(cand) * n, 1))
         rows = []
         for s in range(0, len(autos), chunk):  # memory bound only; a single chunk for typical inputs
-            fU = _wrap(np.einsum("nj,kji->kni", frac, W[s:s + chunk].astype(np.float64)))  # (k, n, 3)
+            Wc = W[s:s + chunk].astype(np.float64)  # (k, 3, 3)
+            fU = _wrap(np.dot(frac, np.concatenate(list(Wc), axis=1)).reshape(n, len(Wc), 3).transpose(1, 0, 2))
             rel = fU[:, None, :, :] - fU[:, cand][:, :, None, :]  # (k, C, n, 3)
             k = np.rint(rel * _GRID).astype(np.int64) % _GRID
             codes = ((cls * _GRID + k[..., 0]) * _GRID + k[..., 1]) * _GRID + k[..., 2]
@@ -413,7 +449,7 @@ def _choose_automorphism(frac: np.ndarray, cls: np.ndarray, autos: np.ndarray, G
     np.add.at(S, cls, phase)
     inten = np.abs(S.sum(axis=0)) ** 2 + np.sum(np.abs(S) ** 2, axis=0)
     keys = np.rint(inten / n**2 * 1e6).astype(np.int64)[inv.reshape(len(autos), -1)]
-    ties = _first_min_rows(-keys)  # largest intensity key first, as before
+    ties = _first_min_rows(keys.max() - keys)  # largest intensity key first, as before
     mk = _metric_keys(autos[ties], G)
     return int(ties[int(np.lexsort(mk.T[::-1])[0])]), None
 
@@ -459,14 +495,13 @@ def standard_cell(atoms) -> "ase.Atoms":  # noqa: F821
     frac0 = np.asarray(atoms.positions, dtype=np.float64) @ np.linalg.inv(cell)
 
     try:
-        M, Gs, _ = _canonical_basis(cell)
+        M, Gs, autos, W, H = _lattice_setup(cell)
     except (np.linalg.LinAlgError, ValueError, FloatingPointError) as exc:
         raise StructureError(f"cannot reduce the cell of this structure ({exc})") from None
     G_act = (M @ cell) @ (M @ cell).T
-    autos = _lattice_automorphisms(Gs)
     frac = frac0 @ _int_inverse(M).astype(np.float64)
     cls = _classes(numbers, tags)
-    op, best_ref = _choose_automorphism(_wrap(frac), cls, autos, G_act)
+    op, best_ref = _choose_automorphism(_wrap(frac), cls, autos, G_act, W, H)
     M = autos[op] @ M
     frac = frac0 @ _int_inverse(M).astype(np.float64)
     origin = None if best_ref is None else frac[best_ref].copy()
@@ -510,11 +545,10 @@ def standard_orientation(cell, *, epsfactor: float | None = None) -> tuple[np.nd
     if cell.shape != (3, 3) or not np.all(np.isfinite(cell)) or abs(np.linalg.det(cell)) <= 0:
         raise StructureError("standard_orientation needs three linearly independent lattice vectors")
     try:
-        M, Gs, _ = _canonical_basis(cell, epsfactor)
+        M, Gs, autos, _, _ = _lattice_setup(cell, epsfactor)
     except (np.linalg.LinAlgError, ValueError, FloatingPointError) as exc:
         raise StructureError(f"cannot reduce this lattice ({exc})") from None
     G = (M @ cell) @ (M @ cell).T
-    autos = _lattice_automorphisms(Gs)
     M = autos[int(np.lexsort(_metric_keys(autos, G).T[::-1])[0])] @ M  # standard_cell's tie-break
     basis = M @ cell
     L = np.linalg.cholesky(basis @ basis.T)
