@@ -1,4 +1,4 @@
-"""Command line: ``crystaljax fingerprint | classify | explain``.
+"""Command line: ``crystaljax fingerprint | classify | explain | map``.
 
 Bad input never produces a traceback: each problem is one line on stderr and the exit status
 is non-zero.
@@ -196,6 +196,44 @@ def _version() -> str:
         return __version__
 
 
+def cmd_map(args) -> int:
+    import json
+
+    from crystaljax.analysis.mapping import map_file, parse_window
+
+    summary = map_file(args.file, args.out, model=args.model, frame=args.frame, stride=args.stride,
+                       window=None if args.window is None else parse_window(args.window), png_prefix=args.png,
+                       progress=not args.quiet)
+    if args.json:
+        print(json.dumps(summary, indent=1))
+    else:
+        shares = ", ".join(f"{c} {100 * f:.1f} %" for c, f in summary["fractions"].items() if f > 0)
+        print(f"{args.file}: {summary['n_atoms']} atoms, {summary['n_windows']} windows: {shares}")
+        for path in [summary.get("out"), *summary.get("pictures", [])]:
+            if path:
+                print(f"wrote {path}")
+    return 0
+
+
+def _classes_help() -> str:
+    from crystaljax.learn.classes import CLASS_MEANINGS
+
+    lines = ["classes of the shipped models (elemental solids):"]
+    lines += [f"  {name:<8} {group:<14} {text}" for name, (group, text) in CLASS_MEANINGS.items()]
+    return "\n".join(lines)
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("crystaljax")
+    except PackageNotFoundError:
+        from crystaljax import __version__
+
+        return __version__
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="crystaljax", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"crystaljax {_version()}")
@@ -234,6 +272,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output directory for PNGs, extxyz and explain.json")
     p.add_argument("--model", default="default", help="default | pristine | model directory (default: default)")
     p.set_defaults(func=cmd_explain)
+
+    p = sub.add_parser(
+        "map", help="per-atom crystal class map of a large structure (polycrystal, nanoparticle, MD box)",
+        description="Slides windows of ~250 atoms over the structure on a grid of --stride Å, classifies each "
+        "(rotated into its lattice's standard orientation) and gives every atom the Gaussian-weighted vote of "
+        "the windows that contain it. Defaults measured in docs/MAPS.md: stride 8 Å and 250-atom windows "
+        "agree with PTM's labels of the pristine four-grain slab on >= 99 %% of the atoms, pristine or distorted.")
+    p.add_argument("file", help="ASE-readable structure file, periodic or finite")
+    p.add_argument("--out", help="write the atoms with per-atom arrays crystal_class, class_probability and "
+                   "uncertainty (extxyz, readable by ASE and OVITO)")
+    p.add_argument("--stride", type=float, default=8.0, help="grid spacing of the window centres in Å "
+                   "(default 8: within 0.5 %% of stride 6 on the test slabs with 2.6x fewer windows)")
+    p.add_argument("--window", help="atoms per window (e.g. 250, the default = the model's cluster size) or a "
+                   "radius in Å (e.g. 9A)")
+    p.add_argument("--model", help="default | pristine | model directory (default: default)")
+    p.add_argument("--frame", type=int, default=0, help="frame of a multi-frame file (default 0)")
+    p.add_argument("--json", action="store_true", help="print a JSON summary: fraction of atoms per class, timings")
+    p.add_argument("--png", metavar="PREFIX", help="write PREFIX_slice.png (class and uncertainty slices) "
+                   "and PREFIX_3d.png")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_map)
     return parser
 
 

@@ -32,6 +32,7 @@ Method (all host work vectorised over windows; the device work in fixed-size jit
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,7 +41,7 @@ import numpy as np
 from crystaljax.errors import StructureError
 
 #: Default grid spacing of the window centres (Å); chosen by measurement (docs/MAPS.md).
-DEFAULT_STRIDE = 4.0
+DEFAULT_STRIDE = 8.0
 #: Width of the Gaussian vote weight as a fraction of each window's radius.
 DEFAULT_SIGMA = 0.5
 #: Windows per device chunk (bounded memory: chunk x n_max x 3 floats on the host, the fingerprint per chunk).
@@ -235,8 +236,10 @@ def window_scale(nn: np.ndarray, idx: np.ndarray, valid: np.ndarray) -> np.ndarr
     return np.nanmedian(vals, axis=1)
 
 
-#: A window takes a known lattice when it scores at least this fraction of the lattice's seed window score.
-ACCEPT_FRACTION = 0.7
+#: A window needs no new seed when a known lattice matches it at least this fraction of the median seed score.
+ACCEPT_FRACTION = 0.5
+#: A window takes the finest lattice whose match is at least this fraction of its best match.
+CHOICE_FRACTION = 0.9
 #: Match radius of the lattice-translation test, as a fraction of the nearest-neighbour distance.
 LATTICE_TOLERANCE = 0.25
 
@@ -248,17 +251,22 @@ def _combos() -> np.ndarray:
     return np.asarray(keep, dtype=np.float64)
 
 
-def lattice_scores(points: np.ndarray, atom_points: np.ndarray, basis: np.ndarray, tol: float, tree) -> np.ndarray:
-    """(n,) fraction of the 26 translations +-n.B (n in {-1,0,1}^3) of ``basis`` (rows, Å) that carry each
-    atom (``atom_points`` (n, 3)) to within ``tol`` Å of a point: ~1 inside a crystal of that lattice and
-    orientation, low elsewhere.  One vectorised k-d tree query per translation."""
+def lattice_scores(points: np.ndarray, atom_points: np.ndarray, basis: np.ndarray, tol: float, tree,
+                   reach: float) -> tuple[np.ndarray, np.ndarray]:
+    """Lattice matches of every atom: (hits (n,), eligible (n,)) over the 26 translations t = +-n.B
+    (n in {-1,0,1}^3) of ``basis`` (rows, Å).  x_i + t is *eligible* when a point lies within ``reach`` Å
+    (it is inside the material, not beyond a surface) and a *hit* when a point lies within ``tol`` Å.
+    hits / eligible is ~1 inside a crystal of that lattice and orientation and low elsewhere.  One
+    vectorised k-d tree query per translation."""
     T = _combos() @ np.asarray(basis, dtype=np.float64)
     T = np.concatenate([T, -T])
     hits = np.zeros(len(atom_points))
+    eligible = np.zeros(len(atom_points))
     for t in T:  # 26 vectorised queries over all atoms
-        d, _ = tree.query(atom_points + t, k=1, distance_upper_bound=tol)
-        hits += np.isfinite(d)
-    return hits / len(T)
+        d, _ = tree.query(atom_points + t, k=1, distance_upper_bound=max(tol, reach))
+        hits += d <= tol
+        eligible += np.isfinite(d)
+    return hits, eligible
 
 
 def _rotation_between(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -301,16 +309,16 @@ def orient_each(points: np.ndarray, idx: np.ndarray, valid: np.ndarray) -> tuple
 
 
 def orient_windows(points: np.ndarray, owner: np.ndarray, n_atoms: int, idx: np.ndarray, valid: np.ndarray,
-                   nn: float, tree, *, max_seeds: int = 48, tolerance: float = LATTICE_TOLERANCE,
+                   nn: float, tree, *, max_seeds: int = 32, tolerance: float = LATTICE_TOLERANCE,
                    rng_seed: int = 0) -> tuple[np.ndarray, np.ndarray, dict]:
     """Rotations (W, 3, 3) putting each window into its lattice's standard orientation, without estimating a
     lattice per window.
 
     Lattices are estimated (:func:`crystaljax.structures.lattice.orient_finite`) only on a few seed windows;
     every atom is then scored against each found lattice (:func:`lattice_scores`, vectorised) and a window
-    takes the rotation of the lattice its atoms match best.  Seeds are added (farthest from earlier seeds
-    first) while some window scores below ``ACCEPT_FRACTION`` of every lattice's seed score, up to
-    ``max_seeds`` estimates.  Windows that match no lattice keep the file's frame (identity).
+    takes the rotation of the finest lattice among those its atoms match nearly best (``CHOICE_FRACTION``).
+    Seeds are added (farthest from earlier seeds first) while some window matches no lattice to
+    ``ACCEPT_FRACTION`` of the median seed score, up to ``max_seeds`` estimates.  Windows that match no lattice keep the file's frame (identity).
     Returns (R, lattice index per window (-1 = none), info).
     """
     w = len(idx)
@@ -327,8 +335,7 @@ def orient_windows(points: np.ndarray, owner: np.ndarray, n_atoms: int, idx: np.
     t0 = time.perf_counter()
     while n_seeds < max_seeds:
         if len(bases):
-            rel = scores / np.asarray(seed_score)[:, None]
-            ok = rel.max(axis=0) >= ACCEPT_FRACTION
+            ok = scores.max(axis=0) >= ACCEPT_FRACTION * float(np.median(seed_score))
         else:
             ok = np.zeros(w, bool)
         need = ~ok & ~tried
@@ -349,8 +356,9 @@ def orient_windows(points: np.ndarray, owner: np.ndarray, n_atoms: int, idx: np.
         if found is None:
             continue
         basis, R = found
-        per_atom = lattice_scores(points, atom_pts, basis, tol, tree)
-        win = np.where(valid, per_atom[win_atoms], 0.0).sum(axis=1) / counts
+        hits, eligible = lattice_scores(points, atom_pts, basis, tol, tree, nn)
+        win = (np.where(valid, hits[win_atoms], 0.0).sum(axis=1)
+               / np.maximum(np.where(valid, eligible[win_atoms], 0.0).sum(axis=1), 1.0))
         if not win[pick] > 0:
             continue
         bases.append(basis)
@@ -360,10 +368,16 @@ def orient_windows(points: np.ndarray, owner: np.ndarray, n_atoms: int, idx: np.
     which = np.full(w, -1)
     R_all = np.broadcast_to(np.eye(3), (w, 3, 3)).copy()
     if len(bases):
-        best = np.argmax(scores / np.asarray(seed_score)[:, None], axis=0)
-        has = scores[best, np.arange(w)] > 0
-        which[has] = best[has]
-        R_all[has] = np.asarray(rots)[best[has]]
+        # among the lattices that match a window nearly as well as the best one, the finest (smallest cell):
+        # a coarser sublattice of the true lattice (a missed short vector) matches just as well, a finer one
+        # with an intra-basis vector matches worse
+        volume = np.abs(np.linalg.det(np.asarray(bases)))
+        best = scores.max(axis=0)
+        near = scores >= CHOICE_FRACTION * best[None, :]
+        choice = np.argmin(np.where(near, volume[:, None], np.inf), axis=0)
+        has = best > 0
+        which[has] = choice[has]
+        R_all[has] = np.asarray(rots)[choice[has]]
     info = {"n_seed_windows": int(n_seeds), "n_lattices": len(bases), "time_lattices_s": time.perf_counter() - t0,
             "fraction_windows_matched": float(np.mean(which >= 0))}
     return R_all, which, info
@@ -441,7 +455,7 @@ def map_atoms(atoms, classifier=None, *, stride: float = DEFAULT_STRIDE, window=
     idx, valid, dist = gather_windows(points, owner, centres, window, tree,
                                       max_atoms=4 * int(classifier.spec.cluster_target))
     nn = nn_distances(points, owner, n, tree)
-    scale = window_scale(nn, idx, valid)
+    scale = window_scale(nn[owner], idx, valid)
     numbers = np.asarray(atoms.numbers)[owner]
     t_host = time.perf_counter() - t0
     orient_info: dict[str, Any] = {}
@@ -507,3 +521,57 @@ def map_atoms(atoms, classifier=None, *, stride: float = DEFAULT_STRIDE, window=
         info["window"] = int(info["window"])
     return MapResult(classifier.classes, per_atom.astype(np.float32), _entropy(per_atom), coverage, centres,
                      probs, _entropy(probs), radius, scale, epistemic, info)
+
+
+# ------------------------------------------------------------------------------------------------ files
+
+
+def parse_window(text) -> int | float:
+    """``--window`` value: an integer = atoms per window (``250``); a number with a unit or a decimal point
+    = radius in Å (``12A``, ``12Å``, ``12.0``)."""
+    s = str(text).strip()
+    radius = s.endswith(("A", "Å", "a"))
+    s = s.rstrip("AÅa").strip()
+    try:
+        value = float(s)
+    except ValueError:
+        raise ValueError(f"--window must be an atom count (e.g. 250) or a radius in Å (e.g. 12A), got {text!r}")
+    if not value > 0 or not np.isfinite(value):
+        raise ValueError(f"--window must be positive, got {text!r}")
+    if radius or "." in s:
+        return float(value)
+    if value < 16:
+        raise ValueError(f"--window {text!r}: a window needs at least 16 atoms (or give a radius, e.g. 12A)")
+    return int(value)
+
+
+def map_file(path, out=None, *, model=None, frame: int = 0, stride: float = DEFAULT_STRIDE, window=None,
+             png_prefix=None, progress: bool = False, title: str = "", credit: str = "") -> dict[str, Any]:
+    """Read frame ``frame`` of ``path``, map it (:func:`map_atoms`), write ``out`` (extxyz with the per-atom
+    arrays) and, with ``png_prefix``, the pictures; returns :meth:`MapResult.summary` plus the paths written."""
+    from crystaljax.errors import InputFileError
+    from crystaljax.learn.classifier import Classifier
+    from crystaljax.structures.io import read_structures
+
+    frames = read_structures(path)
+    if not -len(frames) <= frame < len(frames):
+        raise InputFileError(f"{path}: frame {frame} requested but the file has {len(frames)} frame(s)")
+    atoms = frames[frame]
+    clf = Classifier.load(model)
+    result = map_atoms(atoms, clf, stride=stride, window=window, progress=progress)
+    summary = {"file": str(path), "frame": int(frame), "model": str(model or "default"), **result.summary()}
+    if out is not None:
+        from ase.io import write
+
+        mapped = result.to_atoms(atoms)
+        mapped.info.update({"map_model": summary["model"], "map_stride": float(stride),
+                            "map_classes": " ".join(result.classes)})
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        write(str(out), mapped, format="extxyz")
+        summary["out"] = str(out)
+    if png_prefix is not None:
+        from crystaljax.analysis.map_plots import save_pictures
+
+        summary["pictures"] = [str(p) for p in save_pictures(atoms, result, png_prefix, title=title or str(path),
+                                                             credit=credit)]
+    return summary
