@@ -8,6 +8,8 @@ os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=true")
 import numpy as np
 import pytest
 
+import crystaljax.structures.symmetry  # noqa: F401,E402  spglib in exception mode for tests calling it directly
+
 
 def lattice_cluster(basis, cell, reps, jitter=0.0, seed=0):
     """Cartesian positions (Å) of ``reps`` replicas of ``basis`` (fractional) in ``cell``, centred."""

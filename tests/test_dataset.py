@@ -7,10 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import spglib
 
 from crystaljax.structures import dataset as D
 from crystaljax.structures import prototypes as P
+from crystaljax.structures import symmetry
 from crystaljax.structure import Structure
 
 REFERENCE_DIR = Path(__file__).resolve().parent / "data" / "prototypes"  # see tests/data/README.md
@@ -24,9 +24,20 @@ def ds():
 
 
 def _sg(atoms, symprec):
-    return spglib.get_symmetry_dataset(
-        (atoms.cell.array, atoms.get_scaled_positions(), atoms.numbers), symprec=symprec
-    ).number
+    return symmetry.spacegroup_number(atoms.cell.array, atoms.get_scaled_positions(), atoms.numbers, symprec)
+
+
+def test_spglib_failures_are_none_without_warnings():
+    """spglib in exception mode: a failure (atoms closer than symprec) is None, and no call warns."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert symmetry.spacegroup_number(3 * np.eye(3), [[0, 0, 0], [0, 0, 1e-4]], [1, 1], 1e-3) is None
+        assert symmetry.spacegroup_number(3 * np.eye(3), [[0, 0, 0]], [1], 1e-3) == 221
+        assert symmetry.spacegroup_number(3 * np.eye(3), [[0, 0, 0], [0.5, 0.5, 0.5]], [1, 1], 1e-3) == 229
+        with pytest.raises(symmetry.SpglibError):
+            symmetry.find_primitive(3 * np.eye(3), [[0, 0, 0], [0, 0, 1e-4]], [1, 1], 1e-3)
 
 
 def test_labels_agree_with_spglib(ds):
@@ -185,7 +196,7 @@ def test_save_load_round_trip(ds, tmp_path):
 
 
 def _conventional_lengths(cell, frac, numbers):
-    std = spglib.standardize_cell((cell, frac, numbers), to_primitive=False, symprec=1e-5)
+    std = symmetry.standardize(cell, frac, numbers, symprec=1e-5)
     return np.sort(np.linalg.norm(std[0], axis=1))
 
 

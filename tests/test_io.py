@@ -14,8 +14,6 @@ import ase.io
 from crystaljax.errors import CrystalJaxError, InputFileError, StructureError
 from crystaljax.structures.io import is_periodic, read_structures, validate
 
-pytestmark = pytest.mark.filterwarnings("ignore:FHI-aims IO is moving:FutureWarning")
-
 PROTOTYPE_DIR = Path(__file__).resolve().parent / "data" / "prototypes"  # see tests/data/README.md
 PROTOTYPES = sorted(PROTOTYPE_DIR.glob("*/*.in"))
 EXAMPLES = Path(__file__).resolve().parents[1] / "crystaljax" / "examples"

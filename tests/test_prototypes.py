@@ -8,9 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import spglib
 
 from crystaljax.structures import prototypes as P
+from crystaljax.structures import symmetry
 
 REFERENCE_DIR = Path(__file__).resolve().parent / "data" / "prototypes"  # see tests/data/README.md
 CONVENTIONAL_ATOMS = {
@@ -21,8 +21,7 @@ CONVENTIONAL_ATOMS = {
 
 
 def sg(atoms, symprec=1e-3):
-    cell = (atoms.cell.array, atoms.get_scaled_positions(), atoms.numbers)
-    return spglib.get_symmetry_dataset(cell, symprec=symprec).number
+    return symmetry.spacegroup_number(atoms.cell.array, atoms.get_scaled_positions(), atoms.numbers, symprec)
 
 
 def test_classes_and_prototype_table():
@@ -100,8 +99,8 @@ def test_rhombohedral_path_special_points():
     assert P._min_distance(P.rhombohedral_path(0.9, nn=2.5)) == pytest.approx(2.5)
     # the path's rhombohedral angle agrees with the primitive cell's
     atoms = P.rhombohedral_path(1.1)
-    prim = spglib.standardize_cell((atoms.cell.array, atoms.get_scaled_positions(), atoms.numbers),
-                                   to_primitive=True, no_idealize=True)
+    prim = symmetry.standardize(atoms.cell.array, atoms.get_scaled_positions(), atoms.numbers, symprec=1e-5,
+                                to_primitive=True, no_idealize=True)
     a1, a2 = prim[0][0], prim[0][1]
     cosang = a1 @ a2 / np.linalg.norm(a1) / np.linalg.norm(a2)
     assert math.degrees(math.acos(cosang)) == pytest.approx(atoms.info["alpha"], abs=1e-6)
@@ -131,7 +130,7 @@ def test_known_transitions():
 
 
 def _conventional_lengths(cell, frac, numbers):
-    std = spglib.standardize_cell((cell, frac, numbers), to_primitive=False, no_idealize=False, symprec=1e-5)
+    std = symmetry.standardize(cell, frac, numbers, symprec=1e-5)
     lengths = np.linalg.norm(std[0], axis=1)
     return np.sort(lengths), len(std[2])
 

@@ -37,6 +37,7 @@ import numpy as np
 
 from crystaljax.config import DataConfig  # noqa: F401  (the schema lives in crystaljax.config)
 from crystaljax.structures import prototypes as _proto
+from crystaljax.structures.symmetry import find_primitive, spacegroup_number
 from crystaljax.structures.prototypes import CLASSES, PROTOTYPES, REFERENCES
 from crystaljax.structure import Structure, from_ase, pad_to, stack
 
@@ -191,21 +192,6 @@ class Record:
                       cell=self.cell, pbc=True)
         atoms.set_tags(self.tags)
         return atoms
-
-
-def spacegroup_number(cell, frac, numbers, symprec: float) -> int | None:
-    """spglib's space-group number of a periodic cell at ``symprec`` (Å); None if spglib fails."""
-    import spglib
-
-    try:
-        ds = spglib.get_symmetry_dataset(
-            (np.asarray(cell, float), np.asarray(frac, float), np.asarray(numbers, int)), symprec=symprec
-        )
-    except Exception:  # noqa: BLE001 -- spglib >= 2.5 may raise instead of returning None
-        return None
-    if ds is None:
-        return None
-    return int(ds.number if hasattr(ds, "number") else ds["number"])
 
 
 def symprecs_for(spacegroup: int) -> tuple[float, ...]:
@@ -395,10 +381,7 @@ def cell_variant(atoms, representation: str, rng: np.random.Generator):
     if representation == "conventional":
         return atoms
     if representation == "primitive":
-        import spglib
-
-        lattice, frac, numbers = spglib.find_primitive(
-            (atoms.cell[:], atoms.get_scaled_positions(), atoms.numbers), symprec=1e-5)
+        lattice, frac, numbers = find_primitive(atoms.cell[:], atoms.get_scaled_positions(), atoms.numbers, 1e-5)
         return Atoms(numbers=numbers, scaled_positions=frac, cell=lattice, pbc=True)
     if representation == "supercell":
         return make_supercell(atoms, _random_supercell_matrix(rng))
