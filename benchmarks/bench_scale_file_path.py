@@ -1,0 +1,148 @@
+"""Old (mean nearest-neighbour) vs new (robust) scale estimator, measured through the real file path.
+
+Defective ~250-atom periodic supercells of prototype crystals (crystaljax.structures.prototypes, realistic
+nearest-neighbour distances of the chosen elements, free parameters drawn outside the high-symmetry windows)
+are written to extxyz files in a temporary directory and classified by the command-line tool,
+``crystaljax classify --json --model default|pristine FILES``.  The new scale is the package default; the old
+one is the same command run with ``crystaljax.structures.cluster.SCALE = "mean"`` set before the CLI starts
+(one subprocess per model and estimator; nothing else differs).  Also reported: the scale each estimator
+gives the defective supercell relative to its pristine version (median and max |ratio - 1|).
+
+    python benchmarks/bench_scale_file_path.py [--per-class 10] [--seed 0] [--target 250]
+
+The last line printed is JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from crystaljax.structures import prototypes as P
+from crystaljax.structures.cluster import nn_scale, replication
+
+ROOT = Path(__file__).resolve().parents[1]
+CLASS_PROTOTYPES = {
+    "sc": ["A_cP1_221_a"], "fcc": ["A_cF4_225_a"], "bcc": ["A_cI2_229_a"], "diam": ["A_cF8_227_a"],
+    "hex/rh": ["A_hP2_194_c", "A_hP4_194_ac", "A_hR1_166_a", "A_hR2_166_c", "A_hR3_166_ac"],
+    "bct_139": ["A_tI2_139_a"], "bct_141": ["A_tI4_141_a"],
+}
+ELEMENTS = ["Cu", "Ag", "Au", "Al", "Ni", "Fe", "W", "Mo", "Na", "K", "Ti", "Zr", "Mg", "Zn", "Sn", "In", "Pb",
+            "Si", "Ge", "C", "Pt", "Pd", "Cr", "V", "Nb", "Ta"]
+CONDITIONS = {  # name -> (sigma in Å, vacancy fraction)
+    "pristine": (0.0, 0.0), "sigma_0.06A": (0.06, 0.0), "sigma_0.1A": (0.1, 0.0),
+    "vacancies_40%": (0.0, 0.4), "vacancies_60%": (0.0, 0.6),
+}
+OLD_SCALE_RUNNER = ("import sys; import crystaljax.structures.cluster as c; c.SCALE = 'mean'; "
+                    "from crystaljax.cli import main; sys.exit(main(sys.argv[1:]))")
+
+
+def _params(proto, rng):
+    """Free parameters drawn uniformly in the prototype's ranges, outside its windows."""
+    for _ in range(1000):
+        p = {}
+        for key, (lo, hi) in proto.ranges.items():
+            v = rng.uniform(lo, hi)
+            if key == "alpha":
+                p["c/a"] = P.hr_c_over_a(v)
+            else:
+                p[key] = v
+        full = {**proto.defaults, **p}
+        if not any(w.contains(full) for w in proto.windows):
+            return full
+    raise RuntimeError(f"no parameters outside the windows of {proto.name}")
+
+
+def structures(per_class: int, seed: int, target: int):
+    """[(class, ase.Atoms)]: pristine periodic supercells of ~target atoms."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for cls, names in CLASS_PROTOTYPES.items():
+        for i in range(per_class):
+            proto = P.get_prototype(names[i % len(names)])
+            element = str(rng.choice(ELEMENTS))
+            cell = P.build(proto.name, element, params=_params(proto, rng))
+            out.append((cls, cell.repeat(replication(len(cell), cell.cell, target))))
+    return out
+
+
+def defective(atoms, sigma: float, vacancy: float, rng):
+    a = atoms.copy()
+    if vacancy:
+        n_remove = int(round(vacancy * len(a)))
+        del a[sorted(rng.choice(len(a), n_remove, replace=False).tolist())]
+    if sigma:
+        a.positions = a.positions + rng.normal(0.0, sigma, a.positions.shape)
+    a.info = {}
+    return a
+
+
+def classify(files, model: str, scale: str) -> list[dict]:
+    if scale == "robust":
+        cmd = ["crystaljax"]
+    else:
+        cmd = [sys.executable, "-c", OLD_SCALE_RUNNER]
+    cmd += ["classify", "--json", "--quiet", "--model", model, *map(str, files)]
+    res = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    if res.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd[:6])} ... failed: {res.stderr[-2000:]}")
+    return json.loads(res.stdout)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--per-class", type=int, default=10)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--target", type=int, default=250)
+    ap.add_argument("--models", default="default,pristine")
+    args = ap.parse_args(argv)
+    t0 = time.perf_counter()
+    items = structures(args.per_class, args.seed, args.target)
+    labels = [cls for cls, _ in items]
+    rng = np.random.default_rng(args.seed + 1)
+    result = {"per_class": args.per_class, "n_structures": len(items), "seed": args.seed,
+              "atoms_mean": float(np.mean([len(a) for _, a in items])), "scale_bias": {}, "accuracy": {},
+              "per_class_accuracy": {}}
+    with tempfile.TemporaryDirectory() as tmp:
+        from ase.io import write
+
+        files = {}
+        pristine_scale = {e: np.array([nn_scale(a, e) for _, a in items]) for e in ("mean", "robust")}
+        for cond, (sigma, vac) in CONDITIONS.items():
+            frames = [defective(a, sigma, vac, rng) for _, a in items]
+            path = Path(tmp) / f"{cond}.extxyz"
+            write(path, frames, format="extxyz")
+            files[cond] = path
+            result["scale_bias"][cond] = {}
+            for est in ("mean", "robust"):
+                r = np.array([nn_scale(f, est) for f in frames]) / pristine_scale[est] - 1.0
+                result["scale_bias"][cond][est] = {"median_abs": float(np.median(np.abs(r))),
+                                                   "max_abs": float(np.max(np.abs(r))), "mean": float(np.mean(r))}
+        for model in args.models.split(","):
+            for est in ("mean", "robust"):
+                rows = classify(list(files.values()), model, est)
+                by_file = {}
+                for row in rows:
+                    by_file.setdefault(Path(row["file"]).stem, {})[int(row.get("frame", 0))] = row["label"]
+                for cond in CONDITIONS:
+                    got = by_file.get(cond, {})
+                    ok = np.array([got.get(i) == labels[i] for i in range(len(items))])
+                    result["accuracy"].setdefault(model, {}).setdefault(cond, {})[est] = float(ok.mean())
+                    per = {c: float(ok[[j for j, l in enumerate(labels) if l == c]].mean()) for c in CLASS_PROTOTYPES}
+                    result["per_class_accuracy"].setdefault(model, {}).setdefault(cond, {})[est] = per
+                print(f"{model:9s} {est:6s} " + "  ".join(
+                    f"{c} {result['accuracy'][model][c][est]:.3f}" for c in CONDITIONS), file=sys.stderr, flush=True)
+    result["seconds"] = round(time.perf_counter() - t0, 1)
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
