@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
 from ase import Atoms
@@ -189,20 +187,17 @@ def test_mean_nn_distance_periodic_and_skewed_basis():
     assert np.isclose(mean_nn_distance(big), (1.0 + 1.0 + 4.0) / 3)
 
 
-def test_mean_nn_distance_large_finite_input_is_fast():
+def test_mean_nn_distance_large_finite_input():
+    """25,000 atoms (timed against its budget in benchmarks/bench_host_budgets.py)."""
     rng = np.random.default_rng(1)
     pos = rng.uniform(0, 70, size=(25_000, 3))
     atoms = Atoms(numbers=np.full(len(pos), 29), positions=pos)
-    t = time.perf_counter()
     d = mean_nn_distance(atoms)
-    assert time.perf_counter() - t < 2.0
     sub = rng.choice(len(pos), 50, replace=False)
     dist = np.linalg.norm(pos[sub][:, None] - pos[None], axis=-1)
     dist[np.arange(50), sub] = np.inf
     assert 0.5 * d < dist.min(axis=1).mean() < 2 * d  # sample of the exact per-atom values
-    t = time.perf_counter()
-    c = build_cluster(atoms)  # the robust scale, also fast
-    assert time.perf_counter() - t < 5.0
+    c = build_cluster(atoms)  # the robust scale
     assert len(c) == 25_000 and abs(robust_nn_distance(c) - 1) < 1e-9
 
 
