@@ -1,25 +1,13 @@
-"""AFLOW-like elemental crystal data set with spglib-checked labels.
+"""AFLOW-like elemental data set with spglib-checked labels (stand-in for the paper's AFLOWLIB set).
 
-The paper trains on the AFLOWLIB elemental solids (10,517 structures, 83 species), which cannot be
-downloaded here.  This module generates a stand-in with the same classes and the same label rule:
-
-1. For every class, prototypes (``crystaljax.structures.prototypes``) are sampled so the classes are balanced
-   (hex/rh draws from five prototypes); elements are cycled so each appears about equally often.
-2. Each structure gets a realistic size (nearest-neighbour distance of the element times a random
-   factor in [0.9, 1.1]) and random free parameters (c/a, Wyckoff x) over physically sensible ranges.
-   Strain is symmetry-preserving by construction: an isotropic scale plus the free parameters.
-   Parameters inside a window where the prototype gains symmetry (e.g. bct at c/a = 1 is bcc) are
-   rejected, and so is anything within 0.01 Å / 0.01 of an AFLOW library example structure.
-3. As in the paper's Methods, a structure is kept only if spglib assigns the intended space group at
-   every symprec in {1e-3, 1e-6, 1e-9} Å ({1e-3, 1e-6} for hex/rh).  Every rejection is counted by
-   prototype and reason.
-4. Each kept conventional cell is turned into a ~250-atom cluster by ``crystaljax.structures.cluster.prepare``
-   (symmetry-free standard cell, replicated, centred, scaled to unit nearest-neighbour distance) and
-   padded to one common ``n_max`` (multiple of 16), so training never rebuilds clusters.
-5. A stratified train/val/test split is drawn per class.
-
-Everything is deterministic for a seed.  ``generate`` builds a set, ``save``/``load`` store it in one
-compressed ``.npz`` (plus a JSON summary next to it), ``tiny`` makes a small one in seconds for tests.
+Prototypes of the seven classes (``crystaljax.structures.prototypes``) are drawn balanced per class with
+random sizes (element nearest-neighbour distance x U(0.9, 1.1), Å) and free parameters; candidates inside a
+symmetry-gaining window or next to an AFLOW library example are rejected, and a structure is kept only if
+spglib gives its intended space group at every tolerance of :func:`symprecs_for`.  Each kept cell becomes a
+~``target``-atom cluster (``crystaljax.structures.cluster.prepare``) padded to one ``n_max``; the split is
+stratified per class.  Deterministic for a seed.  ``generate`` builds a set, ``save``/``load`` store it
+(one ``.npz`` + JSON summary), ``tiny`` makes a small one for tests.  Method, statistics, file format:
+docs/DATASET.md.
 """
 
 from __future__ import annotations

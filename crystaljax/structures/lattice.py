@@ -1,46 +1,13 @@
 """Symmetry-free lattice finder and standard orientation for FINITE structures (host side, NumPy/SciPy/ASE).
 
-The fingerprint is not rotation invariant.  Periodic input is oriented by :func:`crystaljax.structures.cell.standard_cell`;
-finite input (atom-probe reconstructions, nanoparticles, clusters cut from MD) has no cell, so
-:func:`estimate_lattice` finds the dominant crystal lattice from the positions alone and :func:`orient_finite`
-rotates the atoms so that this lattice sits in the orientation :func:`crystaljax.structures.cell.standard_orientation`
-(= the one ``standard_cell`` gives the periodic primitive cell) prescribes.
-
-Method of :func:`estimate_lattice` (lengths in units of ``nn``, the median of the core's pair distances
-below 1.2 x the typical nearest-neighbour distance; ``tolerance`` = 0.2 nn by default):
-
-1. core = the ``max_atoms`` atoms nearest the centroid; seeds = the 32 most central ones.
-2. candidates = peaks of the seed -> atom difference vectors up to 2.6 nn (3.6 nn on a second try if the
-   strong ones do not span 3-D), found as local maxima of the number of difference vectors within
-   ``tolerance`` (one vector of each +-t pair).
-3. score(t) = fraction of the *eligible* core atoms i that have an atom within ``tolerance`` of x_i + t;
-   x_i + t is eligible when it lies inside the fragment (at least half as many atoms within 1.5 nn as
-   around a central atom), so surface atoms do not penalise long vectors.  A lattice translation scores
-   the site occupancy times the fraction of pairs within tolerance under the noise (~1 for a perfect
-   crystal, ~0.55 with 5 % noise and 40 % vacancies); an intra-basis vector scores at most (m - 1) / m of
-   that for m atoms per primitive cell (1/2 for diamond, hcp, beta-Sn; 2/3 for the collinear 3-atom basis
-   of alpha-Sm).  Each t is refined by the mean offset of its matches (a 100-atom pre-screen first when
-   there are many candidates).
-4. level = median of the scores >= 0.75 x the best (robust to the binomial scatter of single scores);
-   None if level < ``MIN_SCORE`` (0.25: amorphous input scores 0.1-0.17); keep t with score >=
-   ``KEEP_FRACTION`` (0.8) x level.
-5. pool = kept vectors that are not +-u +- w of two shorter kept ones (it keeps the successive minima,
-   which form a basis in 3-D); bases from triples of the 12 shortest are tried in order of increasing
-   volume, and the first whose combinations n . B (n in {-1, 0, 1}^3 and 2 e_i) score as translations
-   (>= 80 % of them at >= the keep threshold) is taken: a triple with a spurious (intra-basis) vector spans
-   a finer lattice, so it comes first, and fails.  An index-2 sublattice (a missed short vector) is halved
-   when a half combination scores too.  Least-squares refinement on all kept vectors, Niggli reduction.
-
-Measured (7 crystals incl. diamond, hcp, beta-Sn, alpha-Sm; 300-atom random spheres, random rotations;
-Gaussian noise sigma per Cartesian component as a fraction of nn): primitive lattice found in all cases up
-to sigma = 0.10 (0.97 with 25 % vacancies), 60 % at 0.12 (96 % with ``tolerance=0.3``; amorphous input is
-still rejected at 0.3, not at 0.4); vacancies up to 70 % (300 atoms left) always, 80 %: 25 %; fragments
-of >= 100 atoms always, 60 atoms: 91 %; basis vectors within 1.5 % of nn at 5 % noise and 40 % vacancies.
-Time ~0.03 s for 300 atoms (up to ~0.15 s for long-c cells such as La dhcp), ~0.06 s for 5,000 atoms.
-Translations longer than 3.6 nn (e.g. molecular crystals) are not found.
-
-Chemistry is ignored (positions only), so random substitutions do not matter, while an ORDERED compound
-gives the lattice of its positions (e.g. the bcc lattice of CsCl-type positions).
+The fingerprint is not rotation invariant.  Periodic input is oriented by
+:func:`crystaljax.structures.cell.standard_cell`; finite input (atom-probe reconstructions, nanoparticles,
+clusters cut from MD) has no cell, so :func:`estimate_lattice` finds the dominant lattice from the positions
+alone (scoring candidate translations by how many core atoms they map onto atoms, then the smallest basis
+whose combinations all score as translations) and :func:`orient_finite` rotates the atoms into the
+orientation :func:`crystaljax.structures.cell.standard_orientation` gives the periodic primitive cell.
+Positions in Å; chemistry is ignored.  Method, limits and measured accuracy: docs/DATASET.md
+("Lattice finder for finite structures").
 """
 
 from __future__ import annotations

@@ -1,36 +1,11 @@
 """Elemental crystal prototypes of the seven classes, with their free parameters.
 
-Facts (lattice, space group, Wyckoff positions, example parameters) follow the AFLOW Library of
-Crystallographic Prototypes (Mehl et al., Comput. Mater. Sci. 136, S1 (2017); Hicks et al. 2019).
-Every prototype is built as its CONVENTIONAL cell; the rhombohedral ones (space group 166) in the
-hexagonal setting (obverse, R-centring translations (2/3, 1/3, 1/3) and (1/3, 2/3, 2/3)):
-
-=============  ====  ======  =====  ==========================================  ===================
-prototype      SG    class   atoms  Wyckoff (conventional, fractional)          free parameters
-=============  ====  ======  =====  ==========================================  ===================
-A_cP1_221_a    221   sc      1      1a (0,0,0)                                  a
-A_cF4_225_a    225   fcc     4      4a (0,0,0) + F                              a
-A_cI2_229_a    229   bcc     2      2a (0,0,0) + I  (body centre tagged 1)      a
-A_cF8_227_a    227   diam    8      8a (0,0,0), (1/4,1/4,1/4) + F  (orig. 1)    a
-A_hP2_194_c    194   hex/rh  2      2c (1/3,2/3,1/4), (2/3,1/3,3/4)             a, c/a
-A_hP4_194_ac   194   hex/rh  4      2a (0,0,0), (0,0,1/2); 2c                   a, c/a
-A_hR1_166_a    166   hex/rh  3      3a (0,0,0) + R                              a, c/a
-A_hR2_166_c    166   hex/rh  6      6c (0,0,x), (0,0,-x) + R                    a, c/a, x
-A_hR3_166_ac   166   hex/rh  9      3a + 6c                                     a, c/a, x
-A_tI2_139_a    139   bct_139 2      2a (0,0,0) + I                              a, c/a
-A_tI4_141_a    141   bct_141 4      4a (0,0,0), (0,1/2,1/4) + I  (orig. 1)      a, c/a
-=============  ====  ======  =====  ==========================================  ===================
-
-``a`` and ``c`` are the conventional lattice constants in Å (hexagonal ones for space group 166);
-``x`` is the rhombohedral Wyckoff coordinate of 6c, (x, x, x) in the rhombohedral setting, which is
-(0, 0, x) in the hexagonal one.
-
-Special values where a prototype gains symmetry (and so changes class) are listed per prototype in
-``Prototype.windows``; the data-set sampler rejects parameters inside these windows.
-A_tI2_139_a is bcc at c/a = 1 and fcc at c/a = sqrt(2); A_tI4_141_a is diamond at c/a = sqrt(2);
-A_hR1_166_a is bcc / sc / fcc at hexagonal c/a = sqrt(3/8) / sqrt(3/2) / sqrt(6) (rhombohedral
-angle 109.47 / 90 / 60 degrees); A_hR2_166_c is sc at x = 1/4, c/a = sqrt(6) and diamond at
-x = 1/8, c/a = sqrt(6).
+Each prototype (AFLOW label, e.g. ``A_cI2_229_a``) is built as its CONVENTIONAL cell (space group 166 in
+the hexagonal setting) from ``a`` (Å) and its free parameters (``c/a``, Wyckoff ``x``);
+``Prototype.windows`` lists the parameter values where it gains symmetry and changes class, which the
+data-set sampler rejects.  Facts follow the AFLOW Library of Crystallographic Prototypes (Mehl et al.,
+Comput. Mater. Sci. 136, S1 (2017); Hicks et al. 2019); the table of Wyckoff positions and special
+values is in docs/DATASET.md ("Prototype definitions").
 """
 
 from __future__ import annotations
