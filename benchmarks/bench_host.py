@@ -114,6 +114,8 @@ def main(argv=None) -> dict:
         # the part the new code does not touch: ball + scale on the standard cell
         cells = [new_cell(a) for a in items]
         row["ball_and_scale"] = cpu_ms(lambda s: cluster.build_cluster(s, 250), cells, repeat=2)
+        row["ball"] = cpu_ms(lambda s: cluster.sphere_cut(s, 250), cells, repeat=2)
+        row["scale"] = cpu_ms(getattr(cluster, "nn_scale", cluster.mean_nn_distance), cells, repeat=2)
         row["standard_cell_speedup"] = row["standard_cell_reference"] / row["standard_cell_new"]
         row["prepare_speedup"] = row["prepare_reference"] / row["prepare_new"]
         out[name] = row
