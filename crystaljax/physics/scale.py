@@ -11,7 +11,9 @@ The statistic (identical in :func:`crystaljax.structures.cluster.robust_nn_dista
 version, which must keep the constants below in step; a test checks that both agree):
 
 1. For every present atom, the distances to its ``NEIGHBOURS`` nearest present atoms (fewer -> +inf).
-2. Start: m = median over atoms of the nearest-neighbour distance, s = MAD of those / 0.6745.
+2. Start: m = lower quartile (sorted[(n - 1) // 4]) over atoms of the nearest-neighbour distance (an atom
+   that lost its whole first shell to vacancies reports a longer one), s = min(median |nn - m| / 0.6745,
+   S_MAX * m).
 3. ``ITERATIONS`` times:
    m <- median of the neighbour distances d with |d - m| < C_LOCATION * max(s, FLOOR * m)
         (a symmetric window: the median of a symmetric peak is its centre, wherever the window starts);
@@ -68,9 +70,12 @@ def scale_from_neighbour_distances(d: jnp.ndarray) -> jnp.ndarray:
     neighbour.  jit/vmap-able."""
     d = jnp.asarray(d)
     nn = d[:, 0]
-    m, _ = masked_median(nn, jnp.isfinite(nn))
-    s, _ = masked_median(jnp.abs(nn - m), jnp.isfinite(nn))
-    s = s / MAD_TO_SIGMA
+    has = jnp.isfinite(nn)
+    n_nn = jnp.sum(has, dtype=jnp.int32)
+    m = jnp.sort(jnp.where(has, nn, jnp.inf))[jnp.maximum((n_nn - 1) // 4, 0)]  # lower quartile
+    m = jnp.where(n_nn > 0, m, jnp.nan)
+    s, _ = masked_median(jnp.abs(nn - m), has)
+    s = jnp.minimum(s / MAD_TO_SIGMA, S_MAX * m)
     finite = jnp.isfinite(d)
 
     def step(_, carry):

@@ -71,8 +71,8 @@ def scale_from_neighbour_distances(d: np.ndarray) -> float:
     nn = d[:, 0][finite[:, 0]]
     if len(nn) == 0:
         return float("nan")
-    m = float(np.median(nn))
-    s = float(np.median(np.abs(nn - m))) / ROBUST_MAD_TO_SIGMA
+    m = float(np.sort(nn)[(len(nn) - 1) // 4])  # lower quartile: still the first shell with many vacancies
+    s = min(float(np.median(np.abs(nn - m))) / ROBUST_MAD_TO_SIGMA, ROBUST_S_MAX * m)
     v = d[finite]
     for _ in range(ROBUST_ITERATIONS):
         h = ROBUST_C_LOCATION * max(s, ROBUST_FLOOR * m)
