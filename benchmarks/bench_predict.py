@@ -1,6 +1,8 @@
 """Classification throughput from files: reading, host clusters, device fingerprints and the network timed apart.
 
-The reference, measured in the same run, is the same pipeline one structure at a time (batch 1).
+Side by side in one run, through ``Classifier`` (crystaljax.learn.classifier): batched deterministic (one
+network pass), batched MC dropout (``--mc-samples`` passes, what ``crystaljax classify`` does by default) and
+the deterministic pipeline one structure at a time (batch 1).
 Prints one JSON object as its last line.  Run:  python benchmarks/bench_predict.py --json
 """
 
@@ -33,30 +35,36 @@ def write_files(directory: Path, n: int, seed: int = 0) -> list[Path]:
     return paths
 
 
-def run(paths, batch: int, model_dir=None) -> dict:
+def run(clf, paths, batch: int, mc_samples: int = 0) -> dict:
+    """Classify ``paths`` in chunks of ``batch``; per-structure milliseconds of each stage and the labels."""
+    import jax
+
+    from crystaljax.structure import from_ase, pad_to, stack
     from crystaljax.structures.cluster import prepare
     from crystaljax.structures.io import read_structures
-    from crystaljax.learn.predict import classify_batch, load_classifier
-    from crystaljax.structure import from_ase, pad_to, stack
 
-    clf = load_classifier(model_dir)
-    t_read = t_prep = 0.0
-    clf.timings.update(fingerprint_s=0.0, network_s=0.0)
+    t_read = t_prep = t_fp = t_net = 0.0
     labels = []
     for start in range(0, len(paths), batch):
         t = time.perf_counter()
         atoms = [read_structures(p)[0] for p in paths[start:start + batch]]
         t_read += time.perf_counter() - t
         t = time.perf_counter()
-        clusters = [from_ase(prepare(a, target=clf.target)) for a in atoms]
+        clusters = [from_ase(prepare(a, target=clf.spec.cluster_target)) for a in atoms]
         structures = stack(clusters, n_max=pad_to(max(c.n_max for c in clusters), 32))
         t_prep += time.perf_counter() - t
-        labels.append(np.argmax(classify_batch(clf, structures), -1))
+        t = time.perf_counter()
+        images = clf.images(structures, batch)
+        t_fp += time.perf_counter() - t
+        t = time.perf_counter()
+        pred = clf.predict_images(images, batch, mc_samples=mc_samples, key=jax.random.key(0))
+        t_net += time.perf_counter() - t
+        labels.append(pred.indices)
     n = len(paths)
-    total = t_read + t_prep + clf.timings["fingerprint_s"] + clf.timings["network_s"]
-    return {"n": n, "batch": batch, "ms_per_structure": 1e3 * total / n, "read_ms": 1e3 * t_read / n,
-            "cluster_ms": 1e3 * t_prep / n, "fingerprint_ms": 1e3 * clf.timings["fingerprint_s"] / n,
-            "network_ms": 1e3 * clf.timings["network_s"] / n, "labels": np.concatenate(labels)}
+    total = t_read + t_prep + t_fp + t_net
+    return {"n": n, "batch": batch, "mc_samples": mc_samples, "ms_per_structure": 1e3 * total / n,
+            "read_ms": 1e3 * t_read / n, "cluster_ms": 1e3 * t_prep / n, "fingerprint_ms": 1e3 * t_fp / n,
+            "network_ms": 1e3 * t_net / n, "labels": np.concatenate(labels)}
 
 
 def main() -> None:
@@ -65,20 +73,30 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=256)
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--n-single", type=int, default=16, help="structures for the batch-1 reference")
-    parser.add_argument("--model", default=None)
+    parser.add_argument("--model", default="default", help="default | pristine | model directory")
+    parser.add_argument("--mc-samples", type=int, default=16, help="MC dropout passes of the MC run (default 16)")
     args = parser.parse_args()
+    from crystaljax.learn.classifier import Classifier
+
+    clf = Classifier.load(args.model)
     with tempfile.TemporaryDirectory() as tmp:
         paths = write_files(Path(tmp), args.n)
-        run(paths[: args.batch], args.batch, args.model)  # warm-up: compile the batch shapes
-        run(paths[:2], 1, args.model)
-        batched = run(paths, args.batch, args.model)
-        single = run(paths[: args.n_single], 1, args.model)
+        run(clf, paths, args.batch)  # warm-up: compile every (batch, padded size) shape of the timed runs
+        run(clf, paths, args.batch, args.mc_samples)
+        run(clf, paths[: args.n_single], 1)
+        batched = run(clf, paths, args.batch)
+        mc = run(clf, paths, args.batch, args.mc_samples)
+        single = run(clf, paths[: args.n_single], 1)
     same = bool(np.array_equal(batched["labels"][: args.n_single], single["labels"]))
-    for r in (batched, single):
+    agree_mc = float(np.mean(batched["labels"] == mc["labels"]))
+    for r in (batched, mc, single):
         r.pop("labels")
-    result = {"batched": batched, "one_at_a_time": single,
+    result = {"batched": batched, "batched_mc": mc, "one_at_a_time": single,
               "speedup_batched_vs_one_at_a_time": single["ms_per_structure"] / batched["ms_per_structure"],
-              "same_labels": same, "ms_per_structure": batched["ms_per_structure"]}
+              "cost_mc_vs_deterministic": mc["ms_per_structure"] / batched["ms_per_structure"],
+              "network_cost_mc_vs_deterministic": mc["network_ms"] / batched["network_ms"],
+              "same_labels": same, "label_agreement_mc_vs_deterministic": agree_mc,
+              "ms_per_structure": batched["ms_per_structure"]}
     if not args.json:
         print(json.dumps(result, indent=1))
     print(json.dumps(result))

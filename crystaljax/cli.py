@@ -86,7 +86,7 @@ RUNNER_UP_MIN = 0.1
 def _table(rows, classes) -> list[str]:
     """Human-readable lines: class with its space group, probability, entropy and mutual information (nats),
     the runner-up when its probability is at least RUNNER_UP_MIN."""
-    from crystaljax.learn.classifier import CLASS_MEANINGS
+    from crystaljax.learn.classes import CLASS_MEANINGS
 
     names = [r["name"] for r in rows]
     width = max([len(n) for n in names] + [4])
@@ -175,25 +175,6 @@ def cmd_explain(args) -> int:
         print(f"{args.file}[{frame.get('frame', 0)}]: {label}")
     print(f"wrote response maps, class template and per-atom saliency to {out}/ (see {out / 'explain.json'})")
     return 0
-
-
-def _classes_help() -> str:
-    from crystaljax.learn.classifier import CLASS_MEANINGS
-
-    lines = ["classes of the shipped models (elemental solids):"]
-    lines += [f"  {name:<8} {group:<14} {text}" for name, (group, text) in CLASS_MEANINGS.items()]
-    return "\n".join(lines)
-
-
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("crystaljax")
-    except PackageNotFoundError:
-        from crystaljax import __version__
-
-        return __version__
 
 
 def cmd_map(args) -> int:

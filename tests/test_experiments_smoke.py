@@ -18,12 +18,13 @@ ROOT = Path(__file__).resolve().parents[1]
 def model_dir(tmp_path_factory):
     import optax
 
-    from crystaljax.learn import train
+    from crystaljax.learn import checkpoint, train
     from crystaljax.learn.model import ModelConfig
 
     cfg = ModelConfig()
     _, state = train.init_state(cfg, optax.adam(1e-3), seed=0)
-    return train.save_model(tmp_path_factory.mktemp("model"), state, cfg, {"classes": ["untrained"]})
+    return checkpoint.save(tmp_path_factory.mktemp("model"), state.params, state.batch_stats, cfg,
+                           {"classes": ["untrained"]})
 
 
 def run_entry(script: str, run_dir: Path, *overrides: str) -> subprocess.CompletedProcess:

@@ -52,16 +52,14 @@ def net():
 def tiny_model_dir(net, tmp_path_factory):
     """The tiny net saved in the shipped format, with the 16-pixel detector in its card."""
     import dataclasses
-    from types import SimpleNamespace
 
     from crystaljax.structures.dataset import CLASSES
     from crystaljax.learn.model import ModelConfig
-    from crystaljax.learn.train import save_model
+    from crystaljax.learn.checkpoint import save
 
     cfg = ModelConfig(n_classes=7, filters=FILTERS, kernel=3, dense=8, image_size=16)
     card = {"classes": list(CLASSES), "detector": dataclasses.asdict(TINY_DET)}
-    return save_model(tmp_path_factory.mktemp("tiny_model"), SimpleNamespace(params=net.params,
-                      batch_stats=net.batch_stats), cfg, card)
+    return save(tmp_path_factory.mktemp("tiny_model"), net.params, net.batch_stats, cfg, card)
 
 
 @pytest.fixture(scope="module")

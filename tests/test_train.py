@@ -121,22 +121,28 @@ def test_save_load_roundtrip_default_model(tmp_path):
     # non-trivial running statistics, so they must be saved to reproduce predictions
     stats = jax.tree.map(lambda x: x + 0.3 * jax.random.uniform(jax.random.key(2), x.shape), state.batch_stats)
     state = state._replace(batch_stats=stats)
-    T.save_model(tmp_path / "m", state, ModelConfig(), {"classes": list("abcdefg"), "metrics": {"acc": np.float32(0.5)}})
-    size = (tmp_path / "m" / T.MODEL_WEIGHTS).stat().st_size
+    from crystaljax.errors import InputFileError
+    from crystaljax.learn import checkpoint
+    from crystaljax.learn.classifier import Classifier
+
+    checkpoint.save(tmp_path / "m", state.params, state.batch_stats, ModelConfig(),
+                    {"classes": list("abcdefg"), "metrics": {"acc": np.float32(0.5)}})
+    size = (tmp_path / "m" / checkpoint.MODEL_WEIGHTS).stat().st_size
     assert 1.4e6 < size < 1.6e6
-    predictor, card = T.load_model(tmp_path / "m")
+    clf = Classifier.load(tmp_path / "m")
+    card = clf.card
     assert card["classes"] == list("abcdefg") and card["n_parameters"] == 365_719
     assert ModelConfig.from_dict(card["model_config"]) == ModelConfig()
     images = jax.random.uniform(jax.random.key(3), (3, 64, 64, 3))
     want = T.predict_from_fingerprints(graphdef, state, images)
-    np.testing.assert_array_equal(predictor(images), want)
-    np.testing.assert_allclose(np.asarray(predictor.apply(images)), want, rtol=1e-6)
+    np.testing.assert_allclose(clf.probabilities_of_images(images), want, rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(clf.apply(images)), want, rtol=1e-6)
     # a corrupted weights file is refused
-    blob = bytearray((tmp_path / "m" / T.MODEL_WEIGHTS).read_bytes())
+    blob = bytearray((tmp_path / "m" / checkpoint.MODEL_WEIGHTS).read_bytes())
     blob[-1] ^= 1
-    (tmp_path / "m" / T.MODEL_WEIGHTS).write_bytes(bytes(blob))
-    with pytest.raises(ValueError):
-        T.load_model(tmp_path / "m")
+    (tmp_path / "m" / checkpoint.MODEL_WEIGHTS).write_bytes(bytes(blob))
+    with pytest.raises(InputFileError):
+        checkpoint.load(tmp_path / "m")
 
 
 def test_fit_checkpoint_resume_continues(tmp_path):

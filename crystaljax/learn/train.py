@@ -9,20 +9,18 @@ statistics); a :class:`TrainState` carries those plus the optax state and the st
         -> grads w.r.t. parameters -> optax update.
 
 :func:`fit` is the host loop (shuffled epochs, tqdm, tracking, Orbax checkpoints per epoch with
-resume, final val/test metrics).  :func:`save_model` / :func:`load_model` write/read the small
-self-contained shipped format (``model.msgpack`` + ``model_card.json``; no Orbax, no network).
+resume, final val/test metrics).  The shipped model format (``model.msgpack`` + ``model_card.json``) is
+:mod:`crystaljax.learn.checkpoint`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import math
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable, Mapping, NamedTuple, Sequence
+from typing import Any, Callable, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -32,6 +30,7 @@ from flax import nnx
 
 from crystaljax.config import OptimConfig  # the schema lives in crystaljax.config
 from crystaljax.learn import evaluate as _ev
+from crystaljax.learn.checkpoint import MODEL_CARD, MODEL_WEIGHTS  # noqa: F401 (compatibility)
 from crystaljax.learn import tracking as _tracking
 from crystaljax.learn.model import ConvNet, ModelConfig, build_model
 from crystaljax.structure import Structure
@@ -39,9 +38,6 @@ from crystaljax.structure import Structure
 FingerprintFn = Callable[[Structure], jax.Array]  # Structure -> (64, 64, 3) float32
 DefectFn = Callable[[jax.Array, Structure], Structure]  # (key, Structure) -> Structure
 
-MODEL_WEIGHTS = "model.msgpack"
-MODEL_CARD = "model_card.json"
-MODEL_FORMAT = "crystaljax-convnet/1"
 
 
 # --------------------------------------------------------------------------------------------
@@ -165,7 +161,7 @@ def make_eval_step(graphdef, fingerprint_fn: FingerprintFn | None, *, jit: bool 
     """Build ``eval_step(state, structures) -> probabilities (B, n_classes)`` (eval mode).
 
     ``state`` is anything with ``.params`` and ``.batch_stats`` (a TrainState or a loaded
-    :class:`Predictor`).  With ``fingerprint_fn=None`` the input is precomputed images (B, H, W, C).
+    ``Classifier``).  With ``fingerprint_fn=None`` the input is precomputed images (B, H, W, C).
     """
 
     def eval_step(state, structures):
@@ -192,7 +188,7 @@ def _padded_batches(n: int, batch_size: int):
 def predict_from_fingerprints(graphdef, state, images, batch_size: int = 256) -> np.ndarray:
     """Precomputed images (N, H, W, C) -> probabilities (N, n_classes) numpy, eval mode.
 
-    ``state`` has ``.params`` and ``.batch_stats`` (TrainState or Predictor).  Fixed-size batches
+    ``state`` has ``.params`` and ``.batch_stats`` (e.g. a TrainState).  Fixed-size batches
     (the last one padded) so one compilation serves any N.
     """
     images = np.asarray(images, np.float32)
@@ -222,7 +218,7 @@ def predict_structures(eval_step, state, structures: Structure, batch_size: int 
 
 
 # --------------------------------------------------------------------------------------------
-# checkpoints (Orbax) -- training-time only; the shipped format is save_model/load_model
+# checkpoints (Orbax) -- training-time only; the shipped format is learn.checkpoint
 
 
 def checkpoint_manager(directory, max_to_keep: int = 2):
@@ -378,123 +374,33 @@ def fit(
 
 
 # --------------------------------------------------------------------------------------------
-# shipped model format
+# compatibility for crystaljax.analysis until it uses learn.classifier.Classifier (to be removed);
+# the shipped format is crystaljax.learn.checkpoint (save/load) and Classifier.load
 
 
-def _to_numpy(tree):
-    return jax.tree.map(lambda x: np.asarray(x, dtype=np.float32), tree)
-
-
-def save_model(directory, state, model_cfg: ModelConfig, card: Mapping[str, Any] | None = None) -> Path:
-    """Write ``directory/model.msgpack`` (float32 params + batch stats) and ``model_card.json``.
-
-    ``state`` has ``.params`` / ``.batch_stats`` (pure dicts).  ``card``: free JSON-able metadata
-    (classes, data, metrics, training config, ...); the format, ModelConfig, parameter count and a
-    SHA-256 of the weights are added.  ~1.5 MB for the default model.
-    """
-    from flax import serialization
-
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    payload = {"params": _to_numpy(state.params), "batch_stats": _to_numpy(state.batch_stats)}
-    blob = serialization.msgpack_serialize(_str_keys(payload))
-    (directory / MODEL_WEIGHTS).write_bytes(blob)
-    out = dict(card or {})
-    out.update({
-        "format": MODEL_FORMAT,
-        "weights": MODEL_WEIGHTS,
-        "sha256": hashlib.sha256(blob).hexdigest(),
-        "model_config": model_cfg.to_dict(),
-        "n_parameters": int(sum(np.size(x) for x in jax.tree.leaves(payload))),
-    })
-    (directory / MODEL_CARD).write_text(json.dumps(out, indent=2, default=_json_default) + "\n")
-    return directory
-
-
-def _str_keys(tree):
-    if isinstance(tree, Mapping):
-        return {str(k): _str_keys(v) for k, v in tree.items()}
-    return tree
-
-
-def _json_default(o):
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if isinstance(o, (np.generic,)):
-        return o.item()
-    if dataclasses.is_dataclass(o):
-        return dataclasses.asdict(o)
-    if isinstance(o, tuple):
-        return list(o)
-    return str(o)
-
-
-class Predictor:
-    """A loaded model: ``graphdef``, ``params``, ``batch_stats``, ``config``.
-
-    ``predictor(images (N, H, W, C)) -> probabilities (N, n_classes)`` numpy (batched, jitted);
-    ``predictor.apply(images)`` is the traceable jnp version (for jax.grad through the model);
-    ``predictor.model()`` returns an NNX ConvNet with these weights.
-    """
-
-    def __init__(self, graphdef, params, batch_stats, config: ModelConfig):
-        self.graphdef, self.params, self.batch_stats, self.config = graphdef, params, batch_stats, config
-
-    def apply(self, images: jax.Array) -> jax.Array:
-        logits, _ = apply_model(self.graphdef, self.params, self.batch_stats, images, train=False)
-        return jax.nn.softmax(logits, axis=-1)
+class _LegacyPredictor(NamedTuple):
+    graphdef: Any
+    params: Any
+    batch_stats: Any
+    classifier: Any
 
     def __call__(self, images, batch_size: int = 256) -> np.ndarray:
-        return predict_from_fingerprints(self.graphdef, self, images, batch_size)
-
-    def model(self) -> ConvNet:
-        return merge_model(self.graphdef, self.params, self.batch_stats)
+        return self.classifier.probabilities_of_images(images, batch_size)
 
 
-def load_model(directory) -> tuple[Predictor, dict]:
-    """Read a directory written by :func:`save_model` -> ``(Predictor, card dict)``.
+def load_model(directory):
+    """Deprecated: ``(predictor, card)`` of a model directory; use ``Classifier.load(name_or_path)``."""
+    from crystaljax.learn.classifier import Classifier
 
-    Needs only flax.serialization (no Orbax, no network); checks the SHA-256 and every array shape.
-    """
-    from flax import serialization
-
-    directory = Path(directory)
-    card_path = directory / MODEL_CARD
-    if not card_path.is_file():
-        raise FileNotFoundError(f"no {MODEL_CARD} in {directory}")
-    card = json.loads(card_path.read_text())
-    blob = (directory / card.get("weights", MODEL_WEIGHTS)).read_bytes()
-    if "sha256" in card and hashlib.sha256(blob).hexdigest() != card["sha256"]:
-        raise ValueError(f"{directory / MODEL_WEIGHTS} does not match the checksum in its model card")
-    cfg = ModelConfig.from_dict(card.get("model_config"))
-    abstract = nnx.eval_shape(lambda: ConvNet.from_config(cfg, rngs=nnx.Rngs(0)))
-    graphdef, a_params, a_rest = nnx.split(abstract, nnx.Param, ...)
-    want = jax.tree.map(lambda x: tuple(x.shape), (nnx.to_pure_dict(a_params), nnx.to_pure_dict(a_rest)))
-    raw = serialization.msgpack_restore(blob)
-
-    def fill(abstract_state, values, what):
-        nnx.replace_by_pure_dict(abstract_state, values)
-        tree = nnx.to_pure_dict(abstract_state)
-        for x in jax.tree.leaves(tree):
-            if not isinstance(x, np.ndarray):
-                raise ValueError(f"{what}: weights file is missing entries for this model config")
-        return jax.tree.map(jnp.asarray, tree)
-
-    try:
-        params = fill(a_params, raw["params"], "params")
-        batch_stats = fill(a_rest, raw["batch_stats"], "batch_stats")
-    except (KeyError, ValueError) as e:
-        raise ValueError(f"{directory}: weights do not fit the model config in the card ({e})") from e
-    got = jax.tree.map(lambda x: tuple(x.shape), (params, batch_stats))
-    if want != got:
-        raise ValueError(f"{directory}: parameter shapes do not match the model config in the card")
-    return Predictor(graphdef, params, batch_stats, cfg), card
+    clf = Classifier.load(directory)
+    ck = clf.checkpoint
+    return _LegacyPredictor(ck.graphdef, ck.params, ck.batch_stats, clf), clf.card
 
 
 __all__ = [
-    "OptimConfig", "TrainState", "FitResult", "Predictor",
+    "OptimConfig", "TrainState", "FitResult",
     "make_optimizer", "split_model", "merge_model", "init_state", "apply_model",
     "make_train_step", "make_eval_step", "predict_from_fingerprints", "predict_structures",
     "checkpoint_manager", "save_checkpoint", "restore_latest",
-    "fit", "save_model", "load_model",
+    "fit",
 ]
