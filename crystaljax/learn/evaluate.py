@@ -1,4 +1,5 @@
-"""Classification metrics: accuracy, per-class accuracy, confusion matrices and their plots.
+"""Classification metrics: accuracy, per-class accuracy, confusion matrices, calibration (reliability bins,
+expected calibration error) and their plots.
 
 All functions take host or device arrays and return NumPy values; class names are passed in
 (the canonical tuple is ``crystaljax.structures.dataset.CLASSES``).
@@ -98,6 +99,68 @@ def plot_confusion(cm, classes: Sequence[str], path, *, normalize: bool = True, 
     return save_figure(fig, path)
 
 
+def reliability_bins(probs, labels, n_bins: int = 15) -> dict:
+    """Confidence histogram of a classifier: probs (N, C) probabilities, labels (N,) int true classes.
+
+    The confidence of a row is its largest probability; bin b holds confidences in (b/n, (b+1)/n] (0 goes
+    to the first bin).  Returns NumPy arrays: ``edges`` (n+1,), ``count`` (n,) int, ``accuracy`` (n,) fraction
+    correct and ``confidence`` (n,) mean confidence (NaN in empty bins).
+    """
+    probs = np.asarray(probs, np.float64)
+    labels = _as_labels(labels)
+    if probs.ndim != 2 or len(probs) != len(labels):
+        raise ValueError(f"probabilities {probs.shape} and labels {labels.shape} do not match")
+    n_bins = int(n_bins)
+    if n_bins < 1:
+        raise ValueError(f"n_bins must be >= 1, got {n_bins}")
+    conf = probs.max(axis=1)
+    correct = (probs.argmax(axis=1) == labels).astype(np.float64)
+    b = np.clip(np.ceil(conf * n_bins).astype(np.int64) - 1, 0, n_bins - 1)
+    count = np.bincount(b, minlength=n_bins)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        acc = np.where(count > 0, np.bincount(b, correct, n_bins) / count, np.nan)
+        mean_conf = np.where(count > 0, np.bincount(b, conf, n_bins) / count, np.nan)
+    return {"edges": np.linspace(0.0, 1.0, n_bins + 1), "count": count, "accuracy": acc, "confidence": mean_conf}
+
+
+def expected_calibration_error(probs, labels, n_bins: int = 15) -> float:
+    """ECE = sum over bins of (n_b / N) |accuracy_b - confidence_b| (bins of :func:`reliability_bins`);
+    0 for a calibrated classifier, in [0, 1].  NaN for no rows."""
+    bins = reliability_bins(probs, labels, n_bins)
+    n = bins["count"].sum()
+    if n == 0:
+        return float("nan")
+    filled = bins["count"] > 0
+    gaps = np.abs(bins["accuracy"][filled] - bins["confidence"][filled])
+    return float(np.sum(bins["count"][filled] * gaps) / n)
+
+
+def plot_reliability(curves: dict, path, *, title: str | None = None) -> Path:
+    """Reliability diagram: ``curves`` maps a name to :func:`reliability_bins` output; accuracy against mean
+    confidence per non-empty bin (marker area ~ count), the diagonal is perfect calibration."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(4.6, 4.2), dpi=120)
+    ax.plot([0, 1], [0, 1], color="0.6", lw=1, ls="--", label="calibrated")
+    for name, bins in curves.items():
+        filled = bins["count"] > 0
+        total = max(int(bins["count"].sum()), 1)
+        ax.plot(bins["confidence"][filled], bins["accuracy"][filled], marker="o", lw=1, label=name, ms=3)
+        ax.scatter(bins["confidence"][filled], bins["accuracy"][filled],
+                   s=400 * bins["count"][filled] / total, alpha=0.25)
+    ax.set_xlim(0, 1.02)
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel("confidence (largest probability)")
+    ax.set_ylabel("accuracy")
+    ax.legend(fontsize=7, loc="upper left")
+    if title:
+        ax.set_title(title, fontsize=9)
+    return save_figure(fig, path)
+
+
 def save_figure(fig, path) -> Path:
     """Lay out, write (creating the folder) and close a matplotlib figure; returns the path."""
     import matplotlib.pyplot as plt
@@ -110,4 +173,5 @@ def save_figure(fig, path) -> Path:
     return path
 
 
-__all__ = ["save_figure", "accuracy", "per_class_accuracy", "confusion_matrix", "classification_report", "plot_confusion"]
+__all__ = ["save_figure", "accuracy", "per_class_accuracy", "confusion_matrix", "classification_report", "plot_confusion",
+           "reliability_bins", "expected_calibration_error", "plot_reliability"]
