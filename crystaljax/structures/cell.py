@@ -375,11 +375,11 @@ def _orbit(W: np.ndarray, H0: np.ndarray) -> np.ndarray:
 
 def _origin_candidates(frac: np.ndarray, cls: np.ndarray, refs: np.ndarray, H: np.ndarray) -> np.ndarray:
     """The reference atoms whose environment descriptor is smallest: a subset of ``refs`` that depends only
-    on the crystal (invariant to translation, atom order and the basis changes W (K, 3, 3)).
+    on the crystal (invariant to translation, atom order and the lattice's basis changes).
 
     Used above ``_FULL_BUDGET``.  Descriptor of atom r, per class c:
-    D_rc = sum_h Re(exp(-2 pi i h.f_r) S_c(h)), S_c(h) = sum over atoms
-    of class c of exp(2 pi i h.f_j), h over the orbit H (|H|, 3) of [-1, 1]^3 under the basis changes (a group-closed set, so the sum is
+    D_rc = sum_h Re(exp(-2 pi i h.f_r) S_c(h)), S_c(h) = sum over atoms of class c of exp(2 pi i h.f_j),
+    h over ``H`` (|H|, 3), the orbit of [-1, 1]^3 under the basis changes (a group-closed set, so the sum is
     basis independent), quantised to n / 2**16.  Equivalent atoms tie; in a rattled frame one atom wins,
     so the exact key below is computed for one origin instead of all atoms of the rarest class.
     """
@@ -462,28 +462,35 @@ def standard_cell(atoms) -> "ase.Atoms":  # noqa: F821
 
     Steps (all on the lattice metric, so independent of the input orientation):
 
-    1. Niggli-reduce the lattice (``ase.build.tools.niggli_reduce_cell``; the reduced metric is unique).
+    1. Reduce the lattice (:func:`_canonical_basis`): Minkowski reduction (always terminates), metric
+       symmetrised over the basis changes that keep it within ``SYM_RTOL`` (1e-2 of trace(G)/3; a strained
+       cubic/hexagonal lattice is treated as exactly cubic/hexagonal *for the choice of basis only*), then
+       the Niggli basis of the symmetrised metric (ASE, retried with other tolerances; the Minkowski basis if
+       every attempt fails, so ASE's "not done in 10000 steps" never escapes).  A strain of 1e-6..1e-3 no
+       longer switches an fcc cell between its 60-60-60 and 90-120-120 deg bases.
     2. Triclinic convention irrespective of the lattice type: flip the signs of two basis vectors if needed
-       so that the reciprocal-lattice angles are all <= 90 deg or all > 90 deg.
-    3. Among the proper lattice automorphisms of that metric (bases with the same metric, e.g. the 24
+       so that the reciprocal-lattice angles (of the symmetrised metric) are all <= 90 deg or all > 90 deg.
+    3. Among the proper automorphisms of the symmetrised metric (bases with the same metric, e.g. the 24
        rotations of a cubic lattice), pick the one whose atom arrangement has the smallest translation-
        invariant key (fractional coordinates relative to an atom of the rarest (Z, tag) class, on a
-       1.5e-5 grid, sorted).  This removes the remaining dependence on the input basis; atoms are only
-       re-labelled, never moved relative to each other.
+       1.5e-5 grid, sorted); ties go to the smallest actual metric, so a strained crystal gets one cell from
+       any input basis.  All operations are scored at once; every rarest-class atom is tried as origin up to
+       ``_FULL_BUDGET`` (operations x origins x atoms), above it the origins are pre-selected by an
+       invariant descriptor (:func:`_origin_candidates`).  Atoms are only re-labelled, never moved.
     4. Re-orient: a along +x, b in the xy plane (b_y > 0), c with c_z > 0 (right-handed).  The cell is the
-       lower-triangular Cholesky factor of the metric; the mapping from the input is a proper rotation
-       (mirror images are never produced: a left-handed basis is first negated).
+       lower-triangular Cholesky factor of the actual metric in the chosen basis; the mapping from the input
+       is a proper rotation (mirror images are never produced: a left-handed basis is first negated).
     5. Shift the origin onto the reference atom chosen in step 3 and wrap all atoms into [0, 1).
 
     Guarantee: a rotated, translated, atom-permuted or unimodularly re-based copy of the same crystal gives
-    the same cell matrix (to ~1e-6 relative, set by ``METRIC_RTOL`` for near-degenerate metrics) and the same
-    fractional coordinates.  For cells where (atoms of the rarest class) x (atoms) exceeds 200,000, step 3
-    uses class-resolved diffraction intensities instead, which is invariant to translations but cannot tell a
-    non-centrosymmetric arrangement from its inverse; the origin is then not shifted.
+    the same cell matrix (to ~1e-6 relative) and the same set of fractional coordinates.  If the pre-selected
+    origins times the atoms exceed 200,000, step 3 uses class-resolved diffraction intensities instead, which
+    is invariant to translations but cannot tell a non-centrosymmetric arrangement from its inverse; the
+    origin is then not shifted.  The lattice part (steps 1-2 and the automorphisms) is memoised per cell.
 
     Input: a fully periodic ``ase.Atoms`` (Å).  Output: a new periodic ``ase.Atoms`` with the same number of
     atoms, atomic numbers and tags carried per atom (same order as the input), ``info`` copied.
-    Raises :class:`StructureError` for non-periodic input.
+    Raises :class:`StructureError` (one line) for non-periodic input or a cell that cannot be reduced.
     """
     from ase import Atoms
 
@@ -517,28 +524,19 @@ def standard_cell(atoms) -> "ase.Atoms":  # noqa: F821
     return out
 
 
-def _less(a: np.ndarray, b: np.ndarray, descending: bool = False) -> bool:
-    """Lexicographic a < b (or a > b if ``descending``) for equal-length integer arrays."""
-    diff = np.flatnonzero(a != b)
-    if len(diff) == 0:
-        return False
-    i = diff[0]
-    return bool(a[i] > b[i]) if descending else bool(a[i] < b[i])
-
-
 def standard_orientation(cell, *, epsfactor: float | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The rotation :func:`standard_cell` applies to a lattice, from the lattice alone: ``(R, new_cell)``.
 
-    ``cell``: (3, 3) rows = any basis of a lattice (Å).  Steps 1, 2 and 4 of :func:`standard_cell` (Niggli
-    reduction, triclinic sign convention, Cholesky orientation: a along +x, b in the xy plane with b_y > 0,
-    c_z > 0); step 3 (the choice among lattice automorphisms by an atom key) needs atoms and is skipped, i.e.
-    the identity automorphism is used.  Returns the proper rotation ``R`` (3, 3; x' = R x on column vectors,
+    ``cell``: (3, 3) rows = any basis of a lattice (Å).  Steps 1, 2 and 4 of :func:`standard_cell`
+    (reduction with the symmetrised metric, triclinic sign convention, Cholesky orientation: a along +x, b in
+    the xy plane with b_y > 0, c_z > 0); step 3 needs atoms: only its tie-break is used (the automorphism
+    giving the smallest actual metric, the identity for an exact lattice).  Returns the proper rotation ``R`` (3, 3; x' = R x on column vectors,
     det +1) and ``new_cell`` (3, 3; rows = the reduced basis, lower triangular, Å).  The lattice generated
     by ``cell @ R.T`` is the one generated by ``new_cell``.
 
     ``new_cell`` equals ``standard_cell(atoms).cell`` for any periodic ``atoms`` on this lattice (the
     automorphism chosen there keeps the metric), so ``R`` orients the lattice exactly as ``standard_cell``
-    does, up to a proper lattice automorphism.  ``epsfactor`` is passed to
+    does, up to a proper lattice automorphism.  ``epsfactor`` is the first tolerance passed to
     ``ase.build.tools.niggli_reduce_cell`` (None = its default 1e-5, as in :func:`standard_cell`).
     """
     cell = np.asarray(cell, dtype=np.float64)
