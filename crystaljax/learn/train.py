@@ -374,7 +374,7 @@ def fit(
 
 
 # --------------------------------------------------------------------------------------------
-# compatibility for crystaljax.analysis until it uses learn.classifier.Classifier (to be removed);
+# compatibility for callers not yet on learn.checkpoint / learn.classifier.Classifier (to be removed);
 # the shipped format is crystaljax.learn.checkpoint (save/load) and Classifier.load
 
 
@@ -386,6 +386,13 @@ class _LegacyPredictor(NamedTuple):
 
     def __call__(self, images, batch_size: int = 256) -> np.ndarray:
         return self.classifier.probabilities_of_images(images, batch_size)
+
+
+def save_model(directory, state, model_cfg: ModelConfig, card=None):
+    """Deprecated: ``checkpoint.save(directory, state.params, state.batch_stats, model_cfg, card)``."""
+    from crystaljax.learn import checkpoint
+
+    return checkpoint.save(directory, state.params, state.batch_stats, model_cfg, card)
 
 
 def load_model(directory):
