@@ -3,7 +3,7 @@
 ``prepare_structures`` runs the host pipeline (validate, standard cell, ~250-atom cluster) and
 pads the clusters into one batched :class:`Structure`; ``fingerprints`` images them on device
 in fixed-size batches, so a list of any length compiles once per padded size.  Padded sizes come from
-a few fixed buckets (:data:`BUCKETS`), so a long run of structures of varying size compiles a handful of
+a fixed list of buckets (:data:`BUCKETS`), so a long run of structures of varying size compiles a handful of
 times.  ``iter_prepared_batches`` streams fixed-shape batches from any iterable of structures while
 worker threads prepare the next ones, so host preparation overlaps device work (JAX dispatches
 asynchronously: the consumer's device call returns at once and the workers keep going).
@@ -30,10 +30,12 @@ from crystaljax.structure import Structure, from_ase, map_padded, stack
 #: Structures imaged per device call by :func:`fingerprints`.
 DEVICE_BATCH = 32
 
-#: Padded atom counts: three per octave (x1, x1.25, x1.5 of a power of two), so padding wastes <= 25 % of
-#: the device work (the fingerprint costs ~ linear in the padded size) and a run compiles once per bucket
-#: it meets: ~250-atom clusters land in 256 or 320; 2,000-atom inputs in 2048 or 2560.
-BUCKETS: tuple[int, ...] = tuple(sorted({int(m * 2**k) for k in range(4, 15) for m in (1.0, 1.25, 1.5)}))
+#: Padded atom counts: multiples of 32 up to 512 (default ~250-atom clusters, whose shell-cut counts straddle
+#: 256, land in 256 or 288), then three per octave (x1, x1.25, x1.5 of a power of two).  From 96 atoms on,
+#: padding is at most 25 % of the rows (12.5 % from 256 to 512; the fingerprint costs ~ linear in the padded
+#: size), and a run compiles once per bucket it meets.
+BUCKETS: tuple[int, ...] = tuple(sorted({32 * k for k in range(1, 17)}
+                                        | {int(m * 2**k) for k in range(9, 15) for m in (1.0, 1.25, 1.5)}))
 
 
 def bucket_size(n: int) -> int:
