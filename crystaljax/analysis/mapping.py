@@ -325,16 +325,17 @@ def orient_each(points: np.ndarray, idx: np.ndarray, valid: np.ndarray) -> tuple
 
 
 def orient_windows(points: np.ndarray, owner: np.ndarray, n_atoms: int, idx: np.ndarray, valid: np.ndarray,
-                   nn: float, tree, *, max_seeds: int = 32, tolerance: float = LATTICE_TOLERANCE,
+                   nn: float, tree, *, min_seeds: int = 8, max_seeds: int = 32, tolerance: float = LATTICE_TOLERANCE,
                    rng_seed: int = 0) -> tuple[np.ndarray, np.ndarray, dict]:
     """Rotations (W, 3, 3) putting each window into its lattice's standard orientation, without estimating a
     lattice per window.
 
     Lattices are estimated (:func:`crystaljax.structures.lattice.orient_finite`) only on a few seed windows;
     every atom is then scored against each found lattice (:func:`lattice_scores`, vectorised) and a window
-    takes the rotation of the finest lattice among those its atoms match nearly best (``CHOICE_FRACTION``).
-    Seeds are added (farthest from earlier seeds first) while some window matches no lattice to
-    ``ACCEPT_FRACTION`` of the median seed score, up to ``max_seeds`` estimates.  Windows that match no lattice keep the file's frame (identity).
+    takes the rotation of the finest lattices among those its atoms match nearly best (``CHOICE_FRACTION``)
+    and, of those, the one estimated nearest to it.  Seeds are added (farthest from earlier seeds first)
+    while some window matches no lattice to ``ACCEPT_FRACTION`` of the median seed score, and at least
+    ``min_seeds`` of them, up to ``max_seeds`` estimates.  Windows that match no lattice keep the file's frame (identity).
     Returns (R, lattice index per window (-1 = none), info).
     """
     w = len(idx)
@@ -344,7 +345,7 @@ def orient_windows(points: np.ndarray, owner: np.ndarray, n_atoms: int, idx: np.
     win_atoms = owner[idx]
     counts = np.maximum(valid.sum(axis=1), 1)
     centres = np.where(valid[..., None], points[idx], 0).sum(axis=1) / counts[:, None]
-    bases, rots, seed_score = [], [], []
+    bases, rots, seed_score, seed_centre = [], [], [], []
     scores = np.zeros((0, w))
     tried = np.zeros(w, bool)
     n_seeds = 0
@@ -356,7 +357,9 @@ def orient_windows(points: np.ndarray, owner: np.ndarray, n_atoms: int, idx: np.
             ok = np.zeros(w, bool)
         need = ~ok & ~tried
         if not need.any():
-            break
+            if n_seeds >= min_seeds or tried.all():
+                break
+            need = ~tried  # spread a few more seeds: each window then takes the nearest good one
         cand = np.flatnonzero(need)
         if tried.any():  # farthest from the windows already tried
             from scipy.spatial import cKDTree
@@ -379,6 +382,7 @@ def orient_windows(points: np.ndarray, owner: np.ndarray, n_atoms: int, idx: np.
             continue
         bases.append(basis)
         rots.append(R)
+        seed_centre.append(centres[pick])
         seed_score.append(float(win[pick]))
         scores = np.concatenate([scores, win[None]])
     which = np.full(w, -1)
@@ -390,7 +394,11 @@ def orient_windows(points: np.ndarray, owner: np.ndarray, n_atoms: int, idx: np.
         volume = np.abs(np.linalg.det(np.asarray(bases)))
         best = scores.max(axis=0)
         near = scores >= CHOICE_FRACTION * best[None, :]
-        choice = np.argmin(np.where(near, volume[:, None], np.inf), axis=0)
+        finest = np.min(np.where(near, volume[:, None], np.inf), axis=0)
+        near &= volume[:, None] <= 1.1 * finest[None, :]
+        # of those, the lattice estimated nearest to the window (a poor estimate only affects its surroundings)
+        gap = np.linalg.norm(np.asarray(seed_centre)[:, None, :] - centres[None, :, :], axis=2)
+        choice = np.argmin(np.where(near, gap, np.inf), axis=0)
         has = best > 0
         which[has] = choice[has]
         R_all[has] = np.asarray(rots)[choice[has]]
