@@ -95,13 +95,42 @@ def boundary_distance(positions, ref) -> np.ndarray:
     return d
 
 
+def scaling(sizes=(8, 13, 20)) -> list[dict]:
+    """Map time and peak RSS for periodic fcc Cu boxes of 4 n^3 atoms (0.05 Å rattle), model compiled first."""
+    import resource
+
+    from ase.build import bulk
+
+    from crystaljax.analysis.mapping import map_atoms
+    from crystaljax.learn.classifier import Classifier
+
+    clf = Classifier.load("default")
+    map_atoms(bulk("Cu", "fcc", a=3.61, cubic=True).repeat((6, 6, 6)), clf)  # compile
+    rows = []
+    for n in sizes:
+        a = bulk("Cu", "fcc", a=3.61, cubic=True).repeat((n, n, n))
+        a.rattle(0.05, seed=1)
+        t = time.perf_counter()
+        r = map_atoms(a, clf)
+        dt = time.perf_counter() - t
+        rows.append({"atoms": len(a), "windows": len(r.window_centres), "s": dt,
+                     "ms_per_window": 1e3 * dt / len(r.window_centres), "fcc": float(np.mean(r.crystal_class == "fcc")),
+                     "peak_rss_MB": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                     "orient_s": r.info["time_orient_s"], "device_s": r.info["time_device_s"]})
+        print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--quick", action="store_true", help="three levels per sweep instead of five")
     ap.add_argument("--stride", type=float, default=None, help="crystaljax window stride (default: the map default)")
     ap.add_argument("--no-figures", action="store_true")
+    ap.add_argument("--scaling", action="store_true", help="only the scaling run (periodic fcc, 2k-32k atoms)")
     args = ap.parse_args(argv)
+    if args.scaling:
+        return {"scaling": scaling(), "load_average": os.getloadavg()}
 
     t_start = time.perf_counter()
     from crystaljax.analysis import mapping
