@@ -1,8 +1,10 @@
 """Fingerprint kernel: forward and gradient rates, and the kernel variants tried, side by side in one run.
 
 Rows (all at ~250 atoms unless said, one process, interleaved timing = the best of several rounds,
-so a shared machine perturbs ratios less than absolute figures):
+so a shared machine perturbs ratios less than absolute figures; *_per_cpu_s rates divide by the
+process CPU time instead of wall time, which is what a shared machine perturbs least):
   forward           the default direct sum (make_fingerprint_fn), fingerprints/s
+  forward_sincos_*  the same with the sin/cos polynomial of degrees 13/14 (previous default) and 9/10
   gradient_custom   d(sum fp^2)/d positions through the hand-written JVP (structure_factor), /s
   gradient_autodiff the same gradient through plain autodiff of the scan (the old path), /s
   mirror_symmetry   sin/cos shared by the four mirror pixels (+-u, +-v) (experimental, here only)
@@ -61,16 +63,19 @@ def timed(fn, *args, repeats: int):
     return interleaved({"f": (fn, args)}, rounds=repeats)["f"]
 
 
-def interleaved(calls: dict, rounds: int) -> dict:
-    """{name: (fn, args)} -> {name: best seconds}, the calls alternated round after round."""
+def interleaved(calls: dict, rounds: int, clock=time.perf_counter) -> dict:
+    """{name: (fn, args)} -> {name: best seconds}, the calls alternated round after round.
+
+    clock: time.perf_counter (wall) or time.process_time (CPU seconds of all this process's threads).
+    """
     for fn, args in calls.values():
         jax.block_until_ready(fn(*args))
     best = {name: float("inf") for name in calls}
     for _ in range(rounds):
         for name, (fn, args) in calls.items():
-            t = time.perf_counter()
+            t = clock()
             jax.block_until_ready(fn(*args))
-            best[name] = min(best[name], time.perf_counter() - t)
+            best[name] = min(best[name], clock() - t)
     return best
 
 
@@ -115,7 +120,7 @@ def mirror_fingerprint_fn(detector: DetectorConfig | None = None, unroll: int = 
     return fn
 
 
-def nufft_fingerprint_fn(detector: DetectorConfig | None = None, eps: float = 1e-6):
+def nufft_fingerprint_fn(detector: DetectorConfig | None = None, eps: float = 1e-4):
     """Type-3 NUFFT (jax-finufft) of the same sum, single element: F_r(q) = f(q) sum_j w_j exp(-i (R_r^T q).x_j)."""
     from jax_finufft import nufft3
 
@@ -143,20 +148,28 @@ def _child_forward(batch_size: int, repeats: int) -> dict:
     forward = jax.jit(lambda b: batch_fingerprints(fn, b))
     batch, _ = clusters(250, batch_size)
     t = timed(forward, batch, repeats=repeats)
-    return {"fingerprints_per_s": batch_size / t, "xla_flags": os.environ.get("XLA_FLAGS", "")}
+    t_cpu = interleaved({"f": (forward, (batch,))}, rounds=repeats, clock=time.process_time)["f"]
+    return {"fingerprints_per_s": batch_size / t, "fingerprints_per_cpu_s": batch_size / t_cpu,
+            "xla_flags": os.environ.get("XLA_FLAGS", "")}
 
 
 def _flag_comparison(batch_size: int, repeats: int, alternations: int = 2) -> dict:
     """Fresh processes with XLA_FLAGS unset-equivalent ('') and with the 512-bit flag, alternated."""
-    best = {"": 0.0, VECTOR_WIDTH_FLAG: 0.0}
+    best = {(flags, key): 0.0 for flags in ("", VECTOR_WIDTH_FLAG) for key in ("per_s", "per_cpu_s")}
     for _ in range(alternations):
-        for flags in best:
+        for flags in ("", VECTOR_WIDTH_FLAG):
             env = dict(os.environ, XLA_FLAGS=flags)
             out = subprocess.run([sys.executable, __file__, "--child", "--batch", str(batch_size),
                                   "--repeats", str(repeats)], env=env, capture_output=True, text=True, check=True)
-            best[flags] = max(best[flags], json.loads(out.stdout.strip().splitlines()[-1])["fingerprints_per_s"])
-    return {"forward_default_flags_child_per_s": best[""], "forward_vector_width_512_child_per_s": best[VECTOR_WIDTH_FLAG],
-            "vector_width_512_speedup": best[VECTOR_WIDTH_FLAG] / best[""]}
+            child = json.loads(out.stdout.strip().splitlines()[-1])
+            for key in ("per_s", "per_cpu_s"):
+                best[flags, key] = max(best[flags, key], child[f"fingerprints_{key}"])
+    result = {}
+    for key in ("per_s", "per_cpu_s"):
+        result[f"forward_default_flags_child_{key}"] = best["", key]
+        result[f"forward_vector_width_512_child_{key}"] = best[VECTOR_WIDTH_FLAG, key]
+        result[f"vector_width_512_speedup_{key}"] = best[VECTOR_WIDTH_FLAG, key] / best["", key]
+    return result
 
 
 def main() -> None:
@@ -193,10 +206,22 @@ def main() -> None:
 
         return jax.jit(jax.grad(loss))
 
+    def forward_with(degrees):
+        def one(structure):
+            intensities = patterns(structure.positions, structure.numbers, structure.mask, rotations, arrays,
+                                   n_pixels=64, sincos_degrees=degrees)
+            return combine_channels(intensities, stop)
+
+        return jax.jit(lambda b: batch_fingerprints(one, b))
+
     g_custom, g_plain = gradient(True), gradient(False)
     positions = jnp.asarray(batch.positions)
-    times = interleaved({"forward": (forward, (batch,)), "gradient_custom": (g_custom, (positions, batch)),
-                         "gradient_autodiff": (g_plain, (positions, batch))}, rounds=args.repeats)
+    degree_variants = {f"forward_sincos_{s}_{c}": forward_with((s, c)) for s, c in ((13, 14), (9, 10))}
+    calls = {"forward": (forward, (batch,)), "gradient_custom": (g_custom, (positions, batch)),
+             "gradient_autodiff": (g_plain, (positions, batch)),
+             **{name: (f, (batch,)) for name, f in degree_variants.items()}}
+    times = interleaved(calls, rounds=args.repeats)
+    cpu_times = interleaved(calls, rounds=max(2, args.repeats // 2), clock=time.process_time)
     gc, gp = np.asarray(g_custom(positions, batch)), np.asarray(g_plain(positions, batch))
     peak_rss_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
     result = {
@@ -211,6 +236,10 @@ def main() -> None:
         "gradient_autodiff_over_forward_time": times["gradient_autodiff"] / times["forward"],
         "gradient_custom_vs_autodiff_relative_l2": float(np.linalg.norm(gc - gp) / np.linalg.norm(gp)),
         "peak_rss_gb_after_gradient": peak_rss_gb,
+        **{f"{name}_per_s": args.batch / times[name] for name in degree_variants},
+        **{f"{name}_per_cpu_s": args.batch / t for name, t in cpu_times.items()},
+        "gradient_over_forward_cpu_time": cpu_times["gradient_custom"] / cpu_times["forward"],
+        "gradient_autodiff_over_forward_cpu_time": cpu_times["gradient_autodiff"] / cpu_times["forward"],
     }
 
     # plain NumPy float64 reference of the same physics, same structure, same process
@@ -228,6 +257,8 @@ def main() -> None:
         "numpy_reference_per_s": 1.0 / t_np,
         "speedup_vs_numpy": (args.batch / times["forward"]) * t_np,
         "relative_l2_vs_float64_reference": rel_l2(np.asarray(forward(batch))[0]),
+        **{f"{name}_relative_l2_vs_float64_reference": rel_l2(np.asarray(f(batch))[0])
+           for name, f in degree_variants.items()},
         "pairs_per_ns": args.batch * 6 * 4096 * batch.positions.shape[1] / times["forward"] / 1e9,
     })
 

@@ -160,6 +160,7 @@ def test_configure_xla_cpu_respects_the_user_and_the_cpu(tmp_path):
     assert env == {"XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
     env = {}
     assert configure_xla_cpu(env, str(without)) is None and env == {}
+    assert configure_xla_cpu(env, str(without), required_cpu_flag="avx2") == VECTOR_WIDTH_FLAG
     assert configure_xla_cpu({}, str(tmp_path / "missing")) is None
 
 

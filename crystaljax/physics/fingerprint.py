@@ -41,21 +41,22 @@ from crystaljax.structure import Structure
 VECTOR_WIDTH_FLAG = "--xla_cpu_prefer_vector_width=512"
 
 
-def cpu_has_avx512(cpuinfo: str = "/proc/cpuinfo") -> bool:
-    """True if the CPU flags in ``cpuinfo`` (Linux) list avx512f; False if absent or unreadable."""
+def cpu_has_avx512(cpuinfo: str = "/proc/cpuinfo", flag: str = "avx512f") -> bool:
+    """True if the CPU flags in ``cpuinfo`` (Linux) list ``flag`` (avx512f); False if absent or unreadable."""
     try:
         with open(cpuinfo) as handle:
             text = handle.read()
     except OSError:
         return False
-    return any(line.startswith("flags") and "avx512f" in line.split() for line in text.splitlines())
+    return any(line.startswith("flags") and flag in line.split() for line in text.splitlines())
 
 
-def configure_xla_cpu(environ=None, cpuinfo: str = "/proc/cpuinfo") -> str | None:
+def configure_xla_cpu(environ=None, cpuinfo: str = "/proc/cpuinfo", required_cpu_flag: str = "avx512f") -> str | None:
     """Ask XLA's CPU compiler for 512-bit vectors when that can help; returns the flag set, or None.
 
     Sets ``XLA_FLAGS`` to :data:`VECTOR_WIDTH_FLAG` only if the user has not set ``XLA_FLAGS`` at
-    all and the CPU has AVX-512F; otherwise changes nothing (the fallback is XLA's default width).
+    all and the CPU lists ``required_cpu_flag`` (AVX-512F by default; "avx2" also measured a gain on
+    an AVX2-only CPU, see docs/PERFORMANCE.md); otherwise changes nothing (XLA's default width).
     XLA reads the variable when JAX creates its CPU backend (the first computation or
     ``jax.devices()``), so call this before that, e.g. at the top of the package's ``__init__``.
     Results are unchanged (tests/test_kernel.py); only the speed may differ (docs/PERFORMANCE.md).
@@ -63,7 +64,7 @@ def configure_xla_cpu(environ=None, cpuinfo: str = "/proc/cpuinfo") -> str | Non
     import os
 
     environ = os.environ if environ is None else environ
-    if "XLA_FLAGS" in environ or not cpu_has_avx512(cpuinfo):
+    if "XLA_FLAGS" in environ or not cpu_has_avx512(cpuinfo, required_cpu_flag):
         return None
     environ["XLA_FLAGS"] = VECTOR_WIDTH_FLAG
     return VECTOR_WIDTH_FLAG
@@ -83,10 +84,17 @@ def _fit_odd_even(degree_sin: int = 13, degree_cos: int = 14):
 
 
 _SIN_COEFFS, _COS_COEFFS = _fit_odd_even()  # fit error < 1e-8 on [-pi, pi]
+# Kernel polynomials (sin, cos degrees) -> coefficients.  Max fit error on [-pi, pi]: (13, 14) 4e-9,
+# (11, 12) 3e-7, (9, 10) 2e-5.  The kernel default (11, 12) stays below the float32 rounding of the
+# reduced argument (~1e-6), so the fingerprint is as exact as with (13, 14) and ~10 % faster
+# (benchmarks/bench_fingerprint.py).
+SINCOS_COEFFS = {degrees: _fit_odd_even(*degrees) for degrees in ((13, 14), (11, 12), (9, 10))}
+KERNEL_SINCOS_DEGREES = (11, 12)
 
 
-def sincos(x):
-    """(sin x, cos x): reduction to r in [-pi, pi], then odd/even polynomials in r (degree 13 and 14).
+def sincos(x, degrees: tuple[int, int] = (13, 14)):
+    """(sin x, cos x): reduction to r in [-pi, pi], then odd/even polynomials in r (default degree 13 and 14;
+    ``degrees`` picks another pair of :data:`SINCOS_COEFFS`).
 
     Branch-free and vectorisable; |error| <~ 1e-6 in float32 for |x| < 1e4 (the float32
     rounding of the reduced argument dominates).  Differentiable: the derivative of the
@@ -99,11 +107,12 @@ def sincos(x):
     n = jnp.round(x * (1.0 / (2.0 * np.pi)))
     r = (x - n * _TWO_PI_HI) - n * _TWO_PI_LO
     r2 = r * r
-    s = _SIN_COEFFS[-1]
-    for coeff in _SIN_COEFFS[-2::-1]:
+    sin_coeffs, cos_coeffs = SINCOS_COEFFS[tuple(degrees)]
+    s = sin_coeffs[-1]
+    for coeff in sin_coeffs[-2::-1]:
         s = s * r2 + coeff
-    c = _COS_COEFFS[-1]
-    for coeff in _COS_COEFFS[-2::-1]:
+    c = cos_coeffs[-1]
+    for coeff in cos_coeffs[-2::-1]:
         c = c * r2 + coeff
     return s * r, c
 
@@ -128,7 +137,8 @@ def _phase(x, q):
     return x[:, None, 0] * q[None, :, 0] + x[:, None, 1] * q[None, :, 1] + x[:, None, 2] * q[None, :, 2]
 
 
-def _accumulate_amplitude(q, rotated, numbers, weights, form_table, unroll: int, remat: bool = True):
+def _accumulate_amplitude(q, rotated, numbers, weights, form_table, unroll: int, remat: bool = True,
+                          degrees: tuple[int, int] = KERNEL_SINCOS_DEGREES):
     """Direct sum F(q) over atoms for all orientations at once, as a scan over atoms (plain autodiff).
 
     q: (P, 3) 1/Å; rotated: (N, R, 3) Å, atom-major; numbers: (N,) int; weights: (N,) mask;
@@ -137,12 +147,13 @@ def _accumulate_amplitude(q, rotated, numbers, weights, form_table, unroll: int,
     each step is one fused, vectorised loop over (orientation, pixel).  With ``remat`` the body is
     rematerialised in the backward pass, so JAX's own gradients need memory O(N R) instead of
     O(N R P).  This is the reference for :func:`structure_factor` (same forward, hand-written JVP).
+    ``degrees``: the sin/cos polynomial degrees (:data:`SINCOS_COEFFS`).
     """
 
     def add_atom(carry, atom):
         x, z, w = atom  # (R, 3) Å, (), ()
         amplitude = w * form_table[z]  # (P,)
-        s, c = sincos(_phase(x, q))
+        s, c = sincos(_phase(x, q), degrees)
         return (carry[0] + amplitude * c, carry[1] - amplitude * s), None
 
     zeros = jnp.zeros((rotated.shape[1], q.shape[0]), q.dtype)
@@ -151,8 +162,9 @@ def _accumulate_amplitude(q, rotated, numbers, weights, form_table, unroll: int,
     return re, im
 
 
-@functools.partial(jax.custom_jvp, nondiff_argnums=(5,))
-def structure_factor(q, rotated, numbers, weights, form_table, unroll: int = 16):
+@functools.partial(jax.custom_jvp, nondiff_argnums=(5, 6))
+def structure_factor(q, rotated, numbers, weights, form_table, unroll: int = 16,
+                     degrees: tuple[int, int] = KERNEL_SINCOS_DEGREES):
     """F(q) = sum_j w_j f_j(q) exp(-i q . x_j) for all orientations: (re, im), each (R, P).
 
     q (P, 3) 1/Å; rotated (N, R, 3) Å; numbers (N,) int row of ``form_table`` (Z, P); weights (N,).
@@ -166,10 +178,10 @@ def structure_factor(q, rotated, numbers, weights, form_table, unroll: int = 16)
     recomputes sin/cos (rematerialised), so memory stays O(N R + R P).  Tangents of q and the form
     table (a traced wavelength) are included; absent tangents cost nothing (symbolic zeros).
     """
-    return _accumulate_amplitude(q, rotated, numbers, weights, form_table, unroll, remat=False)
+    return _accumulate_amplitude(q, rotated, numbers, weights, form_table, unroll, remat=False, degrees=degrees)
 
 
-def _structure_factor_jvp(unroll, primals, tangents):
+def _structure_factor_jvp(unroll, degrees, primals, tangents):
     q, rotated, numbers, weights, form_table = primals
     dq, dx, _, dw, dform = tangents
     has_dq, has_dx, has_dw, has_df = (not isinstance(t, SymbolicZero) for t in (dq, dx, dw, dform))
@@ -183,7 +195,7 @@ def _structure_factor_jvp(unroll, primals, tangents):
         x, z, w, tx, tw = atom
         f = form_table[z]  # (P,)
         amplitude = w * f
-        s, c = sincos(_phase(x, q))
+        s, c = sincos(_phase(x, q), degrees)
         re, im = re + amplitude * c, im - amplitude * s
         t = None  # d(q . x) (R, P)
         if has_dx:  # a matrix product, so that its transpose is one too (one reduction per atom)
@@ -227,20 +239,24 @@ def detector_arrays(detector: DetectorConfig, wavelength, z_shift: int = 2):
 
 
 def patterns(positions, numbers, mask, rotations, arrays, *, n_pixels: int, unroll: int = 16,
-             custom_derivative: bool = True):
+             custom_derivative: bool = True, sincos_degrees: tuple[int, int] = KERNEL_SINCOS_DEGREES):
     """Raw intensities I = Omega |F|^2 for each rotation, (R, n, n); no beam stop, no normalisation.
 
     positions (N, 3) Å; numbers (N,) true atomic numbers (0 = padding); mask (N,) weights;
     rotations (R, 3, 3) applied as x -> R x; arrays = :func:`detector_arrays` (q, Omega, form table).
     custom_derivative: use :func:`structure_factor` (hand-written JVP, fast gradients); False
-    differentiates the plain scan (the reference; same forward values).
+    differentiates the plain scan (the reference; same forward values).  sincos_degrees: the
+    sin/cos polynomial (:data:`SINCOS_COEFFS`; float64 inputs use the exact functions).
     """
     dtype = jnp.result_type(positions, arrays[0])
     q, omega, form_table = (jnp.asarray(a, dtype) for a in arrays)
     numbers = jnp.clip(jnp.asarray(numbers, jnp.int32), 0, Z_MAX_TABLE)
     rotated = jnp.einsum("rab,nb->nra", rotations.astype(q.dtype), jnp.asarray(positions, q.dtype))
-    kernel = structure_factor if custom_derivative else _accumulate_amplitude
-    re, im = kernel(q, rotated, numbers, jnp.asarray(mask, q.dtype), form_table, unroll)
+    weights, degrees = jnp.asarray(mask, q.dtype), tuple(sincos_degrees)
+    if custom_derivative:
+        re, im = structure_factor(q, rotated, numbers, weights, form_table, unroll, degrees)
+    else:
+        re, im = _accumulate_amplitude(q, rotated, numbers, weights, form_table, unroll, degrees=degrees)
     intensity = omega[None, :] * (re * re + im * im)
     return intensity.reshape(-1, n_pixels, n_pixels)
 
