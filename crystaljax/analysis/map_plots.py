@@ -10,7 +10,7 @@ import numpy as np
 #: One fixed colour per class name (Okabe-Ito based, colour-blind safe); other names get grey.
 CLASS_COLOURS = {
     "fcc": "#0072B2", "bcc": "#D55E00", "hex/rh": "#009E73", "diam": "#CC79A7", "sc": "#F0E442",
-    "bct_139": "#56B4E9", "bct_141": "#E69F00", "unknown": "#7f7f7f",
+    "bct_139": "#E69F00", "bct_141": "#999933", "unknown": "#7f7f7f",
 }
 
 
@@ -88,33 +88,41 @@ def plot_slice(atoms, result, path, *, axis: int | None = None, width: float | N
 
 
 def plot_3d(atoms, result, path, *, max_points: int = 30000, title: str = "", credit: str = "",
-            seed: int = 0) -> Path:
-    """3-D scatter of the atoms coloured by class (a random subset of ``max_points`` if larger); the
-    least certain 10 % drawn larger on top.  Returns the PNG path."""
+            seed: int = 0, cutaway: bool | None = None) -> Path:
+    """3-D scatter of the atoms coloured by class (a random subset of ``max_points`` if larger).  With
+    ``cutaway`` (default: compact structures of more than 5,000 atoms) the octant facing the viewer is
+    removed so the interior shows.  Returns the PNG path."""
     plt = _plt()
     pos = np.asarray(atoms.positions)
     n = len(pos)
     keep = np.arange(n)
+    ext = np.ptp(pos, axis=0)
+    if cutaway is None:
+        cutaway = n > 5000 and ext.min() > 0.5 * ext.max()
+    if cutaway:
+        c = pos.mean(axis=0)
+        keep = np.flatnonzero(~((pos[:, 0] > c[0]) & (pos[:, 1] < c[1]) & (pos[:, 2] > c[2])))
+        n = len(keep)
     if n > max_points:
-        keep = np.sort(np.random.default_rng(seed).choice(n, max_points, replace=False))
+        keep = np.sort(np.random.default_rng(seed).choice(keep, max_points, replace=False))
     labels = result.crystal_class[keep]
     fig = plt.figure(figsize=(8.5, 7.5), constrained_layout=True)
     ax = fig.add_subplot(111, projection="3d")
-    size = float(np.clip(20000.0 / max(len(keep), 1), 1.0, 20.0))
+    size = float(np.clip(60000.0 / max(len(keep), 1), 3.0, 20.0))
     for name in result.classes + ("unknown",):
         sel = labels == name
         if sel.any():
             p = pos[keep[sel]]
             ax.scatter(p[:, 0], p[:, 1], p[:, 2], s=size, c=CLASS_COLOURS.get(name, "#7f7f7f"), linewidths=0,
-                       alpha=0.6, label=f"{name} ({100 * np.mean(result.crystal_class == name):.0f} %)")
+                       alpha=0.9, label=f"{name} ({100 * np.mean(result.crystal_class == name):.0f} %)")
     ax.legend(loc="upper left", fontsize=9, markerscale=max(1.0, 15 / size), title="class (share of atoms)")
     ax.set_xlabel("x (Å)")
     ax.set_ylabel("y (Å)")
     ax.set_zlabel("z (Å)")
-    ext = np.ptp(pos, axis=0)
     ax.set_box_aspect(tuple(np.maximum(ext, 0.05 * ext.max())))
-    if title or credit:
-        ax.set_title((title + "\n" if title else "") + credit, fontsize=9)
+    if title or credit or cutaway:
+        ax.set_title((title + "\n" if title else "") + (credit + "\n" if credit else "")
+                     + ("front octant cut away" if cutaway else ""), fontsize=9)
     path = Path(path)
     fig.savefig(path, dpi=110)
     plt.close(fig)
