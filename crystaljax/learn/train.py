@@ -88,6 +88,8 @@ def merge_model(graphdef, params, batch_stats) -> ConvNet:
 def init_state(model_cfg: ModelConfig, optimizer: optax.GradientTransformation, seed: int = 0):
     """A fresh model seeded by ``seed`` -> ``(graphdef, TrainState)``."""
     graphdef, params, batch_stats = split_model(build_model(model_cfg, seed))
+    # own buffers: the loop donates the state, and build_model may hand out cached initial arrays
+    params, batch_stats = jax.tree.map(jnp.copy, (params, batch_stats))
     state = TrainState(params, batch_stats, optimizer.init(params), jnp.zeros((), jnp.int32))
     return graphdef, state
 
@@ -118,8 +120,11 @@ def _images(structures, fingerprint_fn, defect_fn=None, key=None):
 
 
 def make_train_step(graphdef, optimizer: optax.GradientTransformation, fingerprint_fn: FingerprintFn | None,
-                    defect_fn: DefectFn | None = None, *, jit: bool = True):
+                    defect_fn: DefectFn | None = None, *, jit: bool = True, donate: bool = False):
     """Build ``train_step(state, batch, key) -> (state, metrics)``.
+
+    ``donate=True`` lets XLA reuse the input state's buffers for the output (the caller must not use
+    the old state afterwards).
 
     batch = (structures, labels): a batched ``Structure`` (B, n_max, ...) and labels (B,) int32.
     If ``fingerprint_fn`` is None the first element is taken to be precomputed images (B, H, W, C)
@@ -154,7 +159,54 @@ def make_train_step(graphdef, optimizer: optax.GradientTransformation, fingerpri
         }
         return TrainState(params, new_stats, opt_state, state.step + 1), metrics
 
-    return jax.jit(train_step) if jit else train_step
+    if not jit:
+        return train_step
+    return jax.jit(train_step, donate_argnums=(0,) if donate else ())
+
+
+METRIC_NAMES = ("loss", "accuracy", "grad_norm")
+
+
+def zero_sums() -> dict:
+    """Running metric sums carried on device between steps: METRIC_NAMES and "steps" (() float32 each)."""
+    return {k: jnp.zeros((), jnp.float32) for k in (*METRIC_NAMES, "steps")}
+
+
+def _rows(tree, idx):
+    """Rows ``idx`` (B,) of every leaf's leading axis (traceable gather on device)."""
+    return jax.tree.map(lambda x: jnp.take(x, idx, axis=0), tree)
+
+
+def make_indexed_train_step(graphdef, optimizer: optax.GradientTransformation, fingerprint_fn: FingerprintFn | None,
+                            defect_fn: DefectFn | None = None, *, donate: bool = True):
+    """Build the jitted loop step ``step(state, sums, data, labels, order, row, key) -> (state, sums)``.
+
+    data: the whole batched Structure (N, n_max, ...) (or images (N, H, W, C)) and labels (N,) int32,
+    resident on the device; order (S, B) int32 rows of the epoch's S batches; row: () int32, the batch to
+    take.  The batch is gathered inside the jit, the step key is ``fold_in(key, state.step)`` and the
+    metrics are added to ``sums`` (see :func:`zero_sums`), so nothing waits for the device between steps.
+    ``donate``: the state and sums buffers are reused for the outputs.
+    """
+    inner = make_train_step(graphdef, optimizer, fingerprint_fn, defect_fn, jit=False)
+
+    def step(state, sums, data, labels, order, row, key):
+        idx = order[row]
+        new_state, m = inner(state, (_rows(data, idx), jnp.take(labels, idx)), jax.random.fold_in(key, state.step))
+        sums = {k: sums[k] + m[k] for k in METRIC_NAMES} | {"steps": sums["steps"] + 1}
+        return new_state, sums
+
+    return jax.jit(step, donate_argnums=(0, 1) if donate else ())
+
+
+def epoch_order(key, train_idx, epoch: int, batch_size: int) -> jax.Array:
+    """The training rows of one epoch as (steps, batch_size) int32: ``train_idx`` (n,) permuted by
+    ``fold_in(key, epoch)``; the last batch is filled up from the start of the permutation, so every
+    step has the same shape.  Computed on the device (no host round trip)."""
+    train_idx = jnp.asarray(train_idx, jnp.int32)
+    n = train_idx.shape[0]
+    steps = -(-n // batch_size)
+    perm = jax.random.permutation(jax.random.fold_in(key, epoch), train_idx)
+    return perm[jnp.arange(steps * batch_size) % n].reshape(steps, batch_size)
 
 
 def make_eval_step(graphdef, fingerprint_fn: FingerprintFn | None, *, jit: bool = True):
@@ -234,7 +286,8 @@ def save_checkpoint(manager, epoch: int, state: TrainState) -> None:
     """Save ``state`` as checkpoint number ``epoch`` (epochs completed)."""
     import orbax.checkpoint as ocp
 
-    manager.save(int(epoch), args=ocp.args.StandardSave(state))
+    # a host copy: Orbax must not hold (or release) device buffers the donating train step reuses
+    manager.save(int(epoch), args=ocp.args.StandardSave(jax.device_get(state)))
     manager.wait_until_finished()
 
 
@@ -266,6 +319,34 @@ class FitResult:
     probabilities: dict
 
 
+def predict_rows(graphdef, state, data, rows, fingerprint_fn: FingerprintFn | None, batch_size: int = 64) -> np.ndarray:
+    """Probabilities (len(rows), n_classes) numpy of ``data`` rows ``rows``, eval mode.
+
+    data: batched Structure (N, ...) (or images with ``fingerprint_fn=None``), on device or host; each
+    fixed-size chunk of rows (the last one padded) is gathered inside one jitted call, the outputs stay
+    on the device until the single transfer at the end."""
+    rows = np.asarray(rows, np.int64)
+    if len(rows) == 0:
+        return np.zeros((0, 0), np.float32)
+    eval_step = make_eval_step(graphdef, fingerprint_fn, jit=False)
+    run = jax.jit(lambda st, d, idx: eval_step(st, _rows(d, idx)))
+    bs = max(1, min(int(batch_size), len(rows)))
+    on_host = isinstance(jax.tree.leaves(data)[0], np.ndarray)
+    outs = []
+    for idx, real in _padded_batches(len(rows), bs):
+        if on_host:  # gather the chunk on the host rather than send the whole data set
+            chunk = jax.tree.map(lambda x: x[rows[idx]], data)
+            outs.append((run(state, chunk, jnp.arange(bs, dtype=jnp.int32)), real))
+        else:
+            outs.append((run(state, data, jnp.asarray(rows[idx], jnp.int32)), real))
+    return np.concatenate([np.asarray(p)[:real] for p, real in outs])
+
+
+def fits_on_device(tree, budget_bytes: float) -> bool:
+    """Whether the arrays of ``tree`` take at most ``budget_bytes`` (keep the data set device-resident)."""
+    return sum(np.asarray(x).nbytes for x in jax.tree.leaves(tree)) <= budget_bytes
+
+
 def fit(
     model_cfg: ModelConfig,
     optim_cfg: OptimConfig,
@@ -284,15 +365,20 @@ def fit(
     eval_splits: Sequence[str] = ("val", "test"),
     eval_every_epoch: bool = True,
     progress: bool = True,
+    log_every: int = 50,
+    device_budget_bytes: float = 2e9,
 ) -> FitResult:
     """Train on ``split == "train"``, evaluate on ``eval_splits``.
 
     structures: batched numpy Structure (N, n_max, ...) (or images (N, H, W, C) with
     ``fingerprint_fn=None``); labels (N,) int; split (N,) strings "train"/"val"/"test".
-    Key streams from ``seed``: model init, per-step training keys (``fold_in(step)``), epoch
-    shuffles (``numpy default_rng([seed, epoch])``), so a resumed run repeats the same batches.
-    The last batch of an epoch is filled up with examples from the start of the permutation, so
-    every step has shape (batch_size, ...) and compiles once.
+    Key streams from ``seed``: model init, per-step training keys (``fold_in(step)`` inside the step),
+    epoch permutations (:func:`epoch_order`, ``fold_in(epoch)``), so a resumed run repeats the same
+    batches and two runs with one seed give the same parameters.
+    The data set is put on the device once when it takes <= ``device_budget_bytes`` (else each batch is
+    gathered on the host); the loop never waits for the device: metrics are summed on the device and
+    fetched every ``log_every`` steps and at the end of each epoch.  Every step has shape
+    (batch_size, ...), so the step compiles once.
     With ``run_dir`` and ``checkpoint``, an Orbax checkpoint is written to ``run_dir/checkpoints``
     after each epoch and (``resume``) training restarts after the latest one.
     """
@@ -307,14 +393,17 @@ def fit(
     train_idx = np.flatnonzero(split == "train")
     if len(train_idx) == 0:
         raise ValueError("no training examples (split == 'train')")
-    take = (lambda idx: np.asarray(structures)[idx]) if fingerprint_fn is None else (lambda idx: _take(structures, idx))
+    data = np.asarray(structures) if fingerprint_fn is None else Structure(*(np.asarray(x) for x in structures))
+    on_device = fits_on_device((data, labels), device_budget_bytes)
+    if on_device:
+        data, labels_dev = jax.device_put((data, labels))
 
     optimizer = make_optimizer(optim_cfg)
     graphdef, state = init_state(model_cfg, optimizer, seed)
-    train_step = make_train_step(graphdef, optimizer, fingerprint_fn, defect_fn)
-    eval_step = make_eval_step(graphdef, fingerprint_fn)
-    predict = (lambda st, x: predict_from_fingerprints(graphdef, st, x, optim_cfg.eval_batch_size)) \
-        if fingerprint_fn is None else (lambda st, x: predict_structures(eval_step, st, x, optim_cfg.eval_batch_size))
+    step_fn = make_indexed_train_step(graphdef, optimizer, fingerprint_fn, defect_fn, donate=True)
+
+    def predict(st, rows):
+        return predict_rows(graphdef, st, data, rows, fingerprint_fn, optim_cfg.eval_batch_size)
 
     manager = None
     start_epoch = 0
@@ -325,32 +414,45 @@ def fit(
 
     bs = int(optim_cfg.batch_size)
     steps_per_epoch = math.ceil(len(train_idx) / bs)
-    k_train = jax.random.fold_in(jax.random.key(seed), 1)
+    log_every = max(1, int(log_every))
+    root = jax.random.key(seed)
+    k_train, k_order = jax.random.fold_in(root, 1), jax.random.fold_in(root, 2)
+    first_step = int(state.step)
     history: list[dict] = []
     bar = tqdm(total=steps_per_epoch * max(optim_cfg.epochs - start_epoch, 0), disable=not progress,
                desc="train", unit="step")
     for epoch in range(start_epoch, optim_cfg.epochs):
-        perm = train_idx[np.random.default_rng([seed, epoch]).permutation(len(train_idx))]
-        pad = steps_per_epoch * bs - len(perm)
-        perm = np.concatenate([perm, perm[np.arange(pad) % len(perm)]])
-        sums = {"loss": 0.0, "accuracy": 0.0}
+        order = epoch_order(k_order, train_idx, epoch, bs)
+        if not on_device:
+            order_host = np.asarray(order)  # one transfer per epoch; batches gathered on the host
+            order = jnp.arange(bs, dtype=jnp.int32)[None]
+        sums = zero_sums()
+        logged = {k: 0.0 for k in (*METRIC_NAMES, "steps")}
         for b in range(steps_per_epoch):
-            idx = perm[b * bs:(b + 1) * bs]
-            key = jax.random.fold_in(k_train, int(state.step))
-            state, m = train_step(state, (take(idx), jnp.asarray(labels[idx])), key)
-            m = {k: float(v) for k, v in m.items()}
-            for k in sums:
-                sums[k] += m[k]
-            step = int(state.step)
-            _tracking.log(run, {f"train/{k}": v for k, v in m.items()} | {"epoch": epoch}, step=step)
+            if on_device:
+                state, sums = step_fn(state, sums, data, labels_dev, order, b, k_train)
+            else:
+                idx = order_host[b]
+                batch = jax.tree.map(lambda x: x[idx], data)
+                state, sums = step_fn(state, sums, batch, labels[idx], order, 0, k_train)
             bar.update(1)
-            bar.set_postfix(epoch=epoch + 1, loss=f"{m['loss']:.3f}")
-        row = {"epoch": epoch + 1, "step": int(state.step)} | {f"train/epoch_{k}": v / steps_per_epoch for k, v in sums.items()}
+            done = b + 1
+            if done % log_every == 0 or done == steps_per_epoch:
+                got = {k: float(v) for k, v in jax.device_get(sums).items()}  # the only sync in the loop
+                n = got["steps"] - logged["steps"]
+                window = {f"train/{k}": (got[k] - logged[k]) / n for k in METRIC_NAMES}
+                logged = got
+                step = first_step + (epoch - start_epoch) * steps_per_epoch + int(got["steps"])
+                _tracking.log(run, window | {"epoch": epoch}, step=step)
+                bar.set_postfix(epoch=epoch + 1, loss=f"{window['train/loss']:.3f}")
+        epoch_step = first_step + (epoch + 1 - start_epoch) * steps_per_epoch
+        row = {"epoch": epoch + 1, "step": epoch_step} | {
+            f"train/epoch_{k}": logged[k] / steps_per_epoch for k in ("loss", "accuracy")}
         if eval_every_epoch and "val" in eval_splits and np.any(split == "val"):
             vi = np.flatnonzero(split == "val")
-            row["val/accuracy"] = _ev.accuracy(labels[vi], predict(state, take(vi)))
+            row["val/accuracy"] = _ev.accuracy(labels[vi], predict(state, vi))
         history.append(row)
-        _tracking.log(run, {k: v for k, v in row.items() if k not in ("step",)}, step=int(state.step))
+        _tracking.log(run, {k: v for k, v in row.items() if k not in ("step",)}, step=epoch_step)
         if manager is not None:
             save_checkpoint(manager, epoch + 1, state)
     bar.close()
@@ -359,14 +461,14 @@ def fit(
 
     metrics: dict = {
         "epochs": int(optim_cfg.epochs), "steps": int(state.step), "steps_per_epoch": steps_per_epoch,
-        "resumed_from_epoch": start_epoch, "n_train": int(len(train_idx)),
+        "resumed_from_epoch": start_epoch, "n_train": int(len(train_idx)), "data_on_device": bool(on_device),
     }
     probs: dict = {}
     for name in eval_splits:
         si = np.flatnonzero(split == name)
         if len(si) == 0:
             continue
-        p = predict(state, take(si))
+        p = predict(state, si)
         probs[name] = p
         metrics[name] = _ev.classification_report(labels[si], p, class_names)
         _tracking.set_summary(run, {f"{name}/accuracy": metrics[name]["accuracy"]})
@@ -407,7 +509,7 @@ def load_model(directory):
 __all__ = [
     "OptimConfig", "TrainState", "FitResult",
     "make_optimizer", "split_model", "merge_model", "init_state", "apply_model",
-    "make_train_step", "make_eval_step", "predict_from_fingerprints", "predict_structures",
+    "make_train_step", "make_indexed_train_step", "epoch_order", "zero_sums", "predict_rows", "make_eval_step", "predict_from_fingerprints", "predict_structures",
     "checkpoint_manager", "save_checkpoint", "restore_latest",
     "fit",
 ]
