@@ -1,0 +1,185 @@
+"""Calibrate and measure the "unknown" verdict of a model on data built here (never on evaluation files).
+
+Two disjoint halves, built from different seeds (and, for compounds, disjoint element pairs):
+``calibration`` fits the thresholds, ``measurement`` reports flag rates and AUROCs.
+
+In-class data: ``crystaljax.structures.dataset.generate`` (seeds 101 / 202, different from training's 0),
+pristine and with the paper's defects applied on device (displacements 0.04 / 0.1 Å, vacancies 25 / 50 /
+70 %, binary / ternary substitutions 10-50 %), plus host-built random alloys of in-class crystals through the
+file path.  Out-of-scope data: :mod:`crystaljax.structures.out_of_scope`.
+
+Each structure gives: n_species, SRO, crystallinity (on the ~250-atom cluster the model sees), the
+fingerprint's intensity concentration, and the MC dropout confidence and mutual information.
+"""
+
+from __future__ import annotations
+
+import time
+
+import jax
+import numpy as np
+
+from crystaljax.config import DefectConfig
+from crystaljax.learn import novelty
+from crystaljax.learn.classifier import Classifier
+from crystaljax.physics.defects import make_defect_fn
+from crystaljax.pipeline import prepare_structures
+from crystaljax.structure import Structure
+from crystaljax.structures import dataset, order, out_of_scope
+
+#: The paper's defect levels used for the in-class defective set: (name, DefectConfig kwargs).
+DEFECTS = (
+    ("displacement 0.04 Å", dict(displacement_sigma=0.04)),
+    ("displacement 0.1 Å", dict(displacement_sigma=0.1)),
+    ("vacancies 25 %", dict(vacancy_fraction=0.25)),
+    ("vacancies 50 %", dict(vacancy_fraction=0.5)),
+    ("vacancies 70 %", dict(vacancy_fraction=0.7)),
+    ("binary 25 %", dict(substitution_fraction=0.25, substitution_elements=(28,))),
+    ("binary 50 %", dict(substitution_fraction=0.5, substitution_elements=(47,))),
+    ("ternary 10 %", dict(substitution_fraction=0.1, substitution_elements=(24, 79))),
+    ("ternary 50 %", dict(substitution_fraction=0.5, substitution_elements=(42, 29))),
+)
+
+#: Category of each group of rows; "in-class" ones should not be flagged.
+IN_CLASS = ("in-class pristine", "in-class defective", "random alloy")
+OUT_OF_SCOPE = ("ordered compound", "non-crystalline", "out-of-scope element")
+
+#: Target false-flag rates on the calibration half.
+MAX_FLAG_PRISTINE = 0.02
+MAX_FLAG_DEFECTIVE = 0.05
+
+
+def _row_atoms(batch: Structure, i: int):
+    """The i-th cluster of a batched Structure as a finite ``ase.Atoms`` (present atoms only, scaled Å)."""
+    from ase import Atoms
+
+    m = np.asarray(batch.mask[i]) > 0
+    return Atoms(numbers=np.asarray(batch.numbers[i])[m], positions=np.asarray(batch.positions[i])[m], pbc=False)
+
+
+def _take(batch: Structure, idx) -> Structure:
+    return Structure(*(np.asarray(x)[idx] for x in batch))
+
+
+def features(clf: Classifier, batch: Structure, *, mc_samples: int = 16, seed: int = 0) -> dict[str, np.ndarray]:
+    """Per-structure numbers of a batched, prepared Structure: n_species, sro, crystallinity,
+    image_concentration, confidence, mutual_information, label (N,) arrays."""
+    images = clf.images(batch)
+    pred = clf.predict_images(images, mc_samples=mc_samples, key=seed)
+    rows = [_row_atoms(batch, i) for i in range(len(images))]
+    host = [order.host_features(a) for a in rows]
+    return {k: np.array([h[k] for h in host]) for k in ("n_species", "sro", "crystallinity")} | {
+            "sro_max_alpha": np.array([order.max_abs_alpha(a) for a in rows]),
+            "image_concentration": np.array([order.image_concentration(im) for im in images]),
+            "confidence": pred.confidence.astype(float), "mutual_information": pred.mutual_information,
+            "label": pred.indices}
+
+
+def _concat(parts: list[dict]) -> dict[str, np.ndarray]:
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+
+def build_half(clf: Classifier, half: str, *, per_class: int = 12, per_kind: int = 6, mc_samples: int = 16,
+               progress: bool = True) -> dict[str, np.ndarray]:
+    """Features of one half (``calibration`` or ``measurement``) with ``category`` and ``kind`` columns."""
+    seed = {"calibration": 101, "measurement": 202}[half]
+    rng = np.random.default_rng(seed)
+    pairs = slice(0, 5) if half == "calibration" else slice(5, None)
+    parts = []
+
+    def add(category, kinds, feats):
+        feats = dict(feats)
+        feats["category"] = np.array([category] * len(feats["sro"]))
+        feats["kind"] = np.asarray(kinds)
+        parts.append(feats)
+        if progress:
+            print(f"  {half}: {category:<22} {len(kinds):4d} structures  ({time.strftime('%H:%M:%S')})", flush=True)
+
+    ds = dataset.generate(seed=seed, per_class=per_class, target=clf.spec.cluster_target, progress=False)
+    base = Structure(*(np.asarray(x) for x in ds.structures))
+    add("in-class pristine", [str(p) for p in ds.meta["prototype"]], features(clf, base, mc_samples=mc_samples))
+    # defects on device, one level per structure (cycled), keys from the seed
+    n = len(ds)
+    level = np.arange(n) % len(DEFECTS)
+    defective = []
+    for j, (name, kw) in enumerate(DEFECTS):
+        idx = np.flatnonzero(level == j)
+        fn = make_defect_fn(DefectConfig(**kw))
+        keys = jax.random.split(jax.random.key(seed + 7 * j), len(idx))
+        sub = _take(base, idx)
+        defective.append((name, idx, jax.jit(jax.vmap(fn))(keys, sub)))
+    kinds = sum([[name] * len(idx) for name, idx, _ in defective], [])
+    merged = Structure(*(np.concatenate([np.asarray(getattr(b, f)) for _, _, b in defective])
+                         for f in Structure._fields))
+    add("in-class defective", kinds, features(clf, merged, mc_samples=mc_samples))
+
+    def host(category, atoms_list):
+        batch = prepare_structures(atoms_list, target=clf.spec.cluster_target)
+        add(category, [a.info["kind"] for a in atoms_list], features(clf, batch, mc_samples=mc_samples))
+
+    host("random alloy", out_of_scope.random_alloys(rng, per_level=per_kind))
+    host("ordered compound", out_of_scope.ordered_compounds(rng, per_kind=per_kind, pairs=pairs))
+    host("non-crystalline", out_of_scope.non_crystalline(rng, per_kind=per_kind))
+    host("out-of-scope element", out_of_scope.elemental_out_of_scope(rng, per_kind=max(2, per_kind // 2)))
+    return _concat(parts)
+
+
+def fit(cal: dict[str, np.ndarray]) -> novelty.Thresholds:
+    """Thresholds from the calibration half.
+
+    SRO: the geometric mean of the largest SRO of the in-class multi-species rows and the smallest of the
+    ordered compounds.  Image concentration and crystallinity: the 1 % quantile of the in-class rows (flag
+    below).  Confidence and MI: quantiles of the in-class rows so that each flags <= 1/4 of the false-flag
+    budget (2 % pristine, 5 % defective / alloys), the union of the gates staying within it."""
+    cat = cal["category"]
+    inside = np.isin(cat, IN_CLASS)
+    multi = inside & (cal["n_species"] >= 2)
+    comp = cat == "ordered compound"
+    lo = float(np.max(cal["sro"][multi])) if multi.any() else 0.0
+    hi = float(np.min(cal["sro"][comp]))
+    sro = float(np.sqrt(max(lo, 1e-3) * hi)) if hi > lo else hi
+    pristine = cat == "in-class pristine"
+    rest = inside & ~pristine
+
+    def low(name):
+        return min(novelty.lower_threshold(cal[name][pristine], MAX_FLAG_PRISTINE / 4),
+                   novelty.lower_threshold(cal[name][rest], MAX_FLAG_DEFECTIVE / 4))
+
+    mi = max(novelty.upper_threshold(cal["mutual_information"][pristine], MAX_FLAG_PRISTINE / 4),
+             novelty.upper_threshold(cal["mutual_information"][rest], MAX_FLAG_DEFECTIVE / 4))
+    return novelty.Thresholds(sro=sro, image_concentration=low("image_concentration"),
+                              crystallinity=low("crystallinity"), confidence=low("confidence"),
+                              mutual_information=mi,
+                              provenance={"sro_in_class_max": lo, "sro_compound_min": hi,
+                                          "n_calibration": {c: int((cat == c).sum()) for c in np.unique(cat)}})
+
+
+def measure(th: novelty.Thresholds, data: dict[str, np.ndarray]) -> dict:
+    """Flag rate per category and kind, AUROC in-class vs out-of-scope per gate score and combined."""
+    f = {k: data[k] for k in novelty.FEATURES}
+    v = novelty.verdict(th, **f)
+    cat, kind = data["category"], data["kind"]
+    out = {"flag_rate": {}, "flag_rate_by_kind": {}, "reasons": {}, "auroc": {}}
+    for c in (*IN_CLASS, *OUT_OF_SCOPE):
+        m = cat == c
+        out["flag_rate"][c] = round(float(v.unknown[m].mean()), 4) if m.any() else None
+        out["reasons"][c] = {r: int((v.gates[r] & m).sum()) for r in novelty.REASONS}
+        out["flag_rate_by_kind"][c] = {str(k): round(float(v.unknown[m & (kind == k)].mean()), 3)
+                                       for k in np.unique(kind[m])}
+    inside = np.isin(cat, IN_CLASS)
+    outside = np.isin(cat, OUT_OF_SCOPE)
+    multi = np.where(data["n_species"] >= 2, data["sro"], 0.0)
+    scores = {"sro": multi, "max |alpha|": np.where(data["n_species"] >= 2, data["sro_max_alpha"], 0.0),
+              "1 - crystallinity": 1 - data["crystallinity"],
+              "1 - image_concentration": 1 - data["image_concentration"],
+              "1 - confidence": 1 - data["confidence"], "mutual_information": data["mutual_information"],
+              "combined score": novelty.score(th, **f),
+              "unknown verdict (binary)": v.unknown.astype(float)}
+    for name, s in scores.items():
+        out["auroc"][name] = {"all out-of-scope": round(novelty.auroc(s[inside], s[outside]), 4)}
+        for c in OUT_OF_SCOPE:
+            out["auroc"][name][c] = round(novelty.auroc(s[inside], s[cat == c]), 4)
+    out["flag_rate"]["all out-of-scope"] = round(float(v.unknown[outside].mean()), 4)
+    out["flag_rate"]["all in-class"] = round(float(v.unknown[inside].mean()), 4)
+    out["n"] = {c: int((cat == c).sum()) for c in (*IN_CLASS, *OUT_OF_SCOPE)}
+    return out
