@@ -184,7 +184,7 @@ def cmd_map(args) -> int:
 
     summary = map_file(args.file, args.out, model=args.model, frame=args.frame, stride=args.stride,
                        window=None if args.window is None else parse_window(args.window), png_prefix=args.png,
-                       progress=not args.quiet)
+                       progress=not args.quiet, mc_samples=args.mc_samples, seed=args.seed)
     if args.json:
         print(json.dumps(summary, indent=1))
     else:
@@ -272,6 +272,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print a JSON summary: fraction of atoms per class, timings")
     p.add_argument("--png", metavar="PREFIX", help="write PREFIX_slice.png (class and uncertainty slices) "
                    "and PREFIX_3d.png")
+    p.add_argument("--mc-samples", type=int, default=0, help="MC-dropout passes per window (default 0 = one "
+                   "deterministic pass); K > 0 adds the per-atom array 'epistemic' (mutual information, nats)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the MC-dropout keys (default 0)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_map)
     return parser

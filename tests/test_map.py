@@ -178,6 +178,17 @@ def test_bicrystal_map_is_right_away_from_the_interface_and_unsure_at_it(bicryst
     assert sum(res.fractions().values()) == pytest.approx(1.0)
 
 
+def test_mc_dropout_adds_epistemic_uncertainty_highest_at_the_interface(classifier, bicrystal_map):
+    atoms, truth, res = bicrystal_map
+    mc = mapping.map_atoms(atoms, classifier, stride=8.0, mc_samples=4, seed=1)
+    assert mc.epistemic is not None and mc.epistemic.shape == (len(atoms),) and np.all(mc.epistemic >= 0)
+    assert res.epistemic is None  # deterministic map: no fake zeros
+    x = np.abs(atoms.positions[:, 0])
+    assert mc.epistemic[x < 3.0].mean() > mc.epistemic[x > 6.0].mean()
+    far = x > 6.0
+    assert np.mean(mc.crystal_class[far] == truth[far]) >= 0.95
+
+
 def test_map_is_independent_of_the_frame_of_the_file(classifier, bicrystal_map):
     atoms, truth, res = bicrystal_map
     turned = atoms.copy()

@@ -24,9 +24,8 @@ Method (all host work vectorised over windows; the device work in fixed-size jit
 6. Per-atom probabilities = weighted mean of the probabilities of the windows that contain the atom, weight
    exp(-r^2 / 2 sigma^2) with r the atom's distance to the window centre and sigma = ``sigma`` x the window
    radius.  ``uncertainty`` = the entropy (nats) of that per-atom mixture, so it is high where windows
-   disagree (grain boundaries) as well as where single windows are unsure; when the classifier's
-   ``Prediction`` provides ``mutual_information`` (MC dropout), the weighted mean of the windows' mutual
-   information is added as ``epistemic``.
+   disagree (grain boundaries) as well as where single windows are unsure; with ``mc_samples`` > 0 (MC
+   dropout) the weighted mean of the windows' ``Prediction.mutual_information`` is added as ``epistemic``.
 """
 
 from __future__ import annotations
@@ -104,6 +103,7 @@ class MapResult:
             "fractions": self.fractions(),
             "mean_class_probability": float(np.mean(self.class_probability)) if len(self.probabilities) else 0.0,
             "mean_uncertainty": float(np.mean(self.uncertainty)) if len(self.probabilities) else 0.0,
+            **({"mean_epistemic": float(np.mean(self.epistemic))} if self.epistemic is not None else {}),
             **{k: v for k, v in self.info.items() if isinstance(v, (int, float, str, bool))},
         }
 
@@ -435,7 +435,7 @@ def build_batch(points: np.ndarray, numbers: np.ndarray, idx: np.ndarray, valid:
 
 def map_atoms(atoms, classifier=None, *, stride: float = DEFAULT_STRIDE, window=None, sigma: float = DEFAULT_SIGMA,
               orient: str = "lattices", scale_method: str = "median", chunk: int = DEFAULT_CHUNK,
-              batch_size: int = 64, progress: bool = False) -> MapResult:
+              batch_size: int = 64, progress: bool = False, mc_samples: int = 0, seed: int = 0) -> MapResult:
     """Per-atom crystal classes, probabilities and uncertainty of a large structure (see module docstring).
 
     atoms:      ``ase.Atoms``, periodic (all three directions) or finite; positions in Å.
@@ -450,6 +450,8 @@ def map_atoms(atoms, classifier=None, *, stride: float = DEFAULT_STRIDE, window=
                 estimated on a few seed windows, matched to every window; :func:`orient_windows`),
                 ``"each"`` (a lattice estimated per window; slow reference) or ``"none"``.  docs/MAPS.md.
     chunk:      windows built and classified per step (memory bound); batch_size: windows per device call.
+    mc_samples: K > 0: K MC-dropout passes per window (``Classifier.predict``; window i uses key
+                fold_in(seed, i)); adds ``epistemic`` = the windows' mutual information, vote-weighted.
     """
     from scipy.spatial import cKDTree
 
@@ -515,9 +517,13 @@ def map_atoms(atoms, classifier=None, *, stride: float = DEFAULT_STRIDE, window=
         sl = slice(start, min(start + chunk, w))
         batch = build_batch(points, numbers, idx[sl], valid[sl], scale[sl], n_max,
                             None if rotations is None else rotations[sl])
-        pred = classifier.predict(batch, batch_size=batch_size)
+        if mc_samples > 0:
+            pred = classifier.predict(batch, batch_size=batch_size, mc_samples=int(mc_samples), key=int(seed),
+                                      start=start)
+        else:
+            pred = classifier.predict(batch, batch_size=batch_size)
         probs[sl] = pred.probabilities
-        extra = getattr(pred, "mutual_information", None)
+        extra = getattr(pred, "mutual_information", None) if mc_samples > 0 else None
         if extra is not None:
             mi = np.zeros(w, np.float32) if mi is None else mi
             mi[sl] = np.asarray(extra() if callable(extra) else extra)
@@ -545,7 +551,8 @@ def map_atoms(atoms, classifier=None, *, stride: float = DEFAULT_STRIDE, window=
     t_vote = time.perf_counter() - t2
     info = {
         "stride": float(stride), "window": window if isinstance(window, (int, np.integer)) else float(window),
-        "atoms_per_window": int(k), "sigma": float(sigma), "orient": str(orient), "periodic": periodic,
+        "atoms_per_window": int(k), "sigma": float(sigma), "mc_samples": int(mc_samples), "orient": str(orient),
+        "periodic": periodic,
         "time_host_s": t_host, "time_orient_s": t_orient, **orient_info, "time_device_s": t_device,
         "time_vote_s": t_vote, "time_total_s": time.perf_counter() - t0,
     }
@@ -578,7 +585,8 @@ def parse_window(text) -> int | float:
 
 
 def map_file(path, out=None, *, model=None, frame: int = 0, stride: float = DEFAULT_STRIDE, window=None,
-             png_prefix=None, progress: bool = False, title: str = "", credit: str = "") -> dict[str, Any]:
+             png_prefix=None, progress: bool = False, title: str = "", credit: str = "", mc_samples: int = 0,
+             seed: int = 0) -> dict[str, Any]:
     """Read frame ``frame`` of ``path``, map it (:func:`map_atoms`), write ``out`` (extxyz with the per-atom
     arrays) and, with ``png_prefix``, the pictures; returns :meth:`MapResult.summary` plus the paths written."""
     from crystaljax.errors import InputFileError
@@ -590,7 +598,7 @@ def map_file(path, out=None, *, model=None, frame: int = 0, stride: float = DEFA
         raise InputFileError(f"{path}: frame {frame} requested but the file has {len(frames)} frame(s)")
     atoms = frames[frame]
     clf = Classifier.load(model)
-    result = map_atoms(atoms, clf, stride=stride, window=window, progress=progress)
+    result = map_atoms(atoms, clf, stride=stride, window=window, progress=progress, mc_samples=mc_samples, seed=seed)
     summary = {"file": str(path), "frame": int(frame), "model": str(model or "default"), **result.summary()}
     if out is not None:
         from ase.io import write
