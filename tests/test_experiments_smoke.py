@@ -1,12 +1,9 @@
-"""Smoke runs of experiments/table1.py and experiments/transitions.py (subprocess, smoke=true, data=tiny,
-a freshly initialised model, logger=none, Hydra run directory in tmp)."""
+"""Smoke runs of the Table 1 and Fig. 4 experiments through their library entry points
+(``analysis.<name>.run`` with the composed ``run=smoke`` config, a freshly initialised model, tmp dirs)."""
 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -16,32 +13,32 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
-    import optax
+    from flax import nnx
 
-    from crystaljax.learn import checkpoint, train
-    from crystaljax.learn.model import ModelConfig
+    from crystaljax.config import ModelConfig
+    from crystaljax.learn import checkpoint
+    from crystaljax.learn.model import build_model
 
     cfg = ModelConfig()
-    _, state = train.init_state(cfg, optax.adam(1e-3), seed=0)
-    return checkpoint.save(tmp_path_factory.mktemp("model"), state.params, state.batch_stats, cfg,
+    _, params, rest = nnx.split(build_model(cfg, 0), nnx.Param, ...)
+    return checkpoint.save(tmp_path_factory.mktemp("model"), nnx.to_pure_dict(params), nnx.to_pure_dict(rest), cfg,
                            {"classes": ["untrained"]})
 
 
-def run_entry(script: str, run_dir: Path, *overrides: str) -> subprocess.CompletedProcess:
-    env = dict(os.environ, WANDB_MODE="disabled", JAX_PLATFORMS="cpu")
-    cmd = [sys.executable, str(ROOT / "experiments" / script), "data=tiny", "smoke=true", "logger=none",
-           "progress=false", f"hydra.run.dir={run_dir}", *overrides]
-    proc = subprocess.run(cmd, cwd=run_dir.parent, env=env, capture_output=True, text=True, timeout=240)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return proc
+def config(name: str, *overrides: str):
+    from crystaljax.config import compose
+
+    return compose(name, ["run=smoke", *overrides])
 
 
 def test_table1_smoke(tmp_path, model_dir):
+    from crystaljax.analysis import defect_sweeps
+
     run_dir = tmp_path / "t1"
-    run_entry("table1.py", run_dir, f"model_dir={model_dir}", f"augmented_model_dir={model_dir}")
+    res = defect_sweeps.run(config("table1", f"model_dir={model_dir}", f"augmented_model_dir={model_dir}"), run_dir)
     for name in ("table1.json", "table1_details.json", "table1.md", "table1.png", "config_resolved.yaml"):
         assert (run_dir / name).is_file(), name
-    res = json.loads((run_dir / "table1.json").read_text())
+    assert json.loads((run_dir / "table1.json").read_text()) == json.loads(json.dumps(res))
     assert set(res) == {"convnet", "convnet_augmented", "spglib", "n_structures", "seeds"}
     assert res["n_structures"] == 7 and res["seeds"] == [0]
     assert set(res["convnet"]) >= {"displacement", "vacancies", "substitution"}
@@ -56,11 +53,12 @@ def test_table1_smoke(tmp_path, model_dir):
 
 
 def test_transitions_smoke(tmp_path, model_dir):
+    from crystaljax.analysis import transitions
+
     run_dir = tmp_path / "tr"
-    run_entry("transitions.py", run_dir, f"model_dir={model_dir}")
+    res = transitions.run(config("transitions", f"model_dir={model_dir}"), run_dir)
     for name in ("transitions.json", "bcc_sc.png", "rhombohedral.png", "config_resolved.yaml"):
         assert (run_dir / name).is_file(), name
-    res = json.loads((run_dir / "transitions.json").read_text())
     a = res["bcc_sc"]
     assert a["fractions_removed"] == pytest.approx([0, 1 / 3, 2 / 3, 1])
     assert len(a["p_bcc_mean"]) == len(a["p_sc_std"]) == 4
@@ -72,4 +70,4 @@ def test_transitions_smoke(tmp_path, model_dir):
         assert set(b["special"]) == {"bcc", "sc", "fcc"}
         for entry in b["special"].values():
             assert entry["predicted"] in b["probabilities"] and entry["width"] >= 0.0
-            assert entry["nearest_mu"] == pytest.approx(entry["mu"])  # the special points are on the grid
+            assert entry["nearest_mu"] == pytest.approx(entry["mu"])
