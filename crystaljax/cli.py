@@ -85,7 +85,8 @@ RUNNER_UP_MIN = 0.1
 
 def _table(rows, classes) -> list[str]:
     """Human-readable lines: class with its space group, probability, entropy and mutual information (nats),
-    the runner-up when its probability is at least RUNNER_UP_MIN."""
+    the runner-up when its probability is at least RUNNER_UP_MIN, and ``UNKNOWN (reason)`` on rows the unknown
+    verdict flags (crystaljax.learn.novelty)."""
     from crystaljax.learn.classes import CLASS_MEANINGS
 
     names = [r["name"] for r in rows]
@@ -93,10 +94,13 @@ def _table(rows, classes) -> list[str]:
     group = {c: CLASS_MEANINGS.get(c, ("", ""))[0] for c in classes}
     gw = max([len(g) for g in group.values()] + [11])
     lines = [f"{'structure':<{width}}  {'class':<8} {'space group':<{gw}} {'prob':>6} {'entropy':>8} {'MI':>6}  runner-up"]
+    unknown_w = max([len(r.get("unknown_reason", "")) for r in rows] + [0])
     for name, r in zip(names, rows):
         (first, p1), (second, p2) = sorted(r["probabilities"].items(), key=lambda kv: -kv[1])[:2]
         u = r["uncertainty"]
         runner = f"{second} {p2:.3f}" if p2 >= RUNNER_UP_MIN else ""
+        mark = f"UNKNOWN ({r['unknown_reason']})" if r.get("unknown") else ""
+        runner = f"{runner:<16} {mark}" if unknown_w else runner
         lines.append(f"{name:<{width}}  {first:<8} {group[first]:<{gw}} {p1:6.3f} {u['entropy']:8.3f} "
                      f"{u['mutual_information']:6.3f}  {runner}".rstrip())
     return lines
@@ -109,6 +113,7 @@ def cmd_classify(args) -> int:
 
     from crystaljax.errors import CrystalJaxError
     from crystaljax.learn.classifier import Classifier
+    from crystaljax.learn.novelty import assess
     from crystaljax.structure import from_ase, pad_to, stack
     from crystaljax.structures.cluster import prepare
 
@@ -127,23 +132,29 @@ def cmd_classify(args) -> int:
         bar = tqdm(total=len(items), desc="classify", unit="structure", file=sys.stderr)
     done = 0
     for chunk in chunks:
-        good, clusters = [], []
+        good, clusters, ase_clusters = [], [], []
         for path, frame, n_frames, atoms in chunk:  # host pipeline per structure: a bad one is skipped alone
             name = _frame_name(path, frame, n_frames)
             try:
                 atoms.info.setdefault("source", name)
-                clusters.append(from_ase(prepare(atoms, target=clf.spec.cluster_target)))
+                cluster = prepare(atoms, target=clf.spec.cluster_target)
+                clusters.append(from_ase(cluster))
+                ase_clusters.append(cluster)
                 good.append((path, frame, name))
             except CrystalJaxError as exc:
                 errors.append(str(exc).splitlines()[0])
         if good:
             batch = stack(clusters, n_max=pad_to(max(c.n_max for c in clusters)))
-            pred = clf.predict(batch, args.batch, mc_samples=args.mc_samples, key=key, start=done)
+            images = clf.images(batch, args.batch)
+            pred = clf.predict_images(images, args.batch, mc_samples=args.mc_samples, key=key, start=done)
+            verdict = assess(clf.unknown_thresholds, pred, ase_clusters, images)
             done += len(good)
-            for (path, frame, name), p, h, mi in zip(good, pred.probabilities, pred.entropy, pred.mutual_information):
+            for (path, frame, name), p, h, mi, unk, why in zip(good, pred.probabilities, pred.entropy,
+                                                               pred.mutual_information, verdict.unknown, verdict.reason):
                 rows.append({"file": str(path), "frame": frame, "name": name, "label": clf.classes[int(p.argmax())],
                              "probabilities": {c: float(v) for c, v in zip(clf.classes, p)},
-                             "uncertainty": {"entropy": float(h), "mutual_information": float(mi)}})
+                             "uncertainty": {"entropy": float(h), "mutual_information": float(mi)},
+                             "unknown": bool(unk), "unknown_reason": why})
         if bar is not None:
             bar.update(len(chunk))
     if bar is not None:
@@ -236,7 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("paths", nargs="+", help="ASE-readable files; multi-frame files give one row per frame")
     fmt = p.add_mutually_exclusive_group()
     fmt.add_argument("--json", action="store_true",
-                     help="print a JSON list of {file, frame, label, probabilities, uncertainty}")
+                     help="print a JSON list of {file, frame, label, probabilities, uncertainty, unknown, unknown_reason}")
     fmt.add_argument("--csv", action="store_true",
                      help="print CSV: file, frame, label, one column per class, entropy, mutual_information")
     p.add_argument("--model", default="default", help="default | pristine | model directory (default: default)")

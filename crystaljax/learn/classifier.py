@@ -130,6 +130,9 @@ class Classifier:
         self.card = checkpoint.card
         self.classes: tuple[str, ...] = tuple(checkpoint.card["classes"])
         self.spec = FingerprintSpec.from_card(checkpoint.card)
+        #: Thresholds of the "unknown" verdict (crystaljax.learn.novelty), set by :meth:`load` from the
+        #: model's unknown.json; None: nothing is flagged.
+        self.unknown_thresholds = None
         self.fingerprint_fn = make_fingerprint_fn(self.spec.detector, self.spec.beam, self.spec.fingerprint)
         graphdef = checkpoint.graphdef
         images_of = jax.vmap(self.fingerprint_fn)
@@ -165,8 +168,13 @@ class Classifier:
 
     @classmethod
     def load(cls, name_or_path=None) -> "Classifier":
-        """From a shipped model's name (``default``, ``pristine``) or a model directory; None = ``default``."""
-        return cls(_ckpt.load(name_or_path))
+        """From a shipped model's name (``default``, ``pristine``) or a model directory; None = ``default``.
+        The thresholds of the unknown verdict are read from the directory's unknown.json when it has one."""
+        from crystaljax.learn.novelty import load_thresholds
+
+        clf = cls(_ckpt.load(name_or_path))
+        clf.unknown_thresholds = load_thresholds(_ckpt.resolve_model_dir(name_or_path))
+        return clf
 
     @property
     def n_classes(self) -> int:
@@ -204,14 +212,16 @@ class Classifier:
         return map_padded(lambda x: self._probs(ck.params, ck.batch_stats, x), np.asarray(images, np.float32),
                           batch_size)
 
-    def predict_images(self, images, batch_size: int = 256, *, mc_samples: int = 0, key=None) -> Prediction:
-        """Prediction for fingerprints (N, H, W, 3); ``mc_samples`` > 0: MC dropout (see :meth:`predict`)."""
+    def predict_images(self, images, batch_size: int = 256, *, mc_samples: int = 0, key=None,
+                       start: int = 0) -> Prediction:
+        """Prediction for fingerprints (N, H, W, 3); ``mc_samples`` > 0: MC dropout with the keys
+        ``fold_in(key, start + i)`` (as :meth:`predict`, so the same structures give the same samples)."""
         images = np.asarray(images, np.float32)
         if mc_samples <= 0:
             return Prediction(self.classes, self.probabilities_of_images(images, batch_size))
         ck, k = self.checkpoint, int(mc_samples)
         samples = map_padded(lambda t: self._samples_of_images(ck.params, ck.batch_stats, t[0], t[1], n_samples=k),
-                             (images, self.structure_keys(len(images), key)), batch_size)
+                             (images, self.structure_keys(len(images), key, start)), batch_size)
         return Prediction.from_samples(self.classes, samples)
 
     def predict(self, batch: Structure, batch_size: int = 64, *, mc_samples: int = 0, key=None,

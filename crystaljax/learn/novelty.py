@@ -150,3 +150,16 @@ def save_thresholds(th: Thresholds, model_dir) -> Path:
     path = Path(model_dir) / THRESHOLDS_FILE
     path.write_text(json.dumps(th.to_dict(), indent=1) + "\n")
     return path
+
+
+def assess(th: Thresholds | None, prediction, clusters, images) -> Verdict:
+    """The verdict for N structures from their Prediction (MC dropout, as calibrated), their prepared
+    ~250-atom clusters (list of ``ase.Atoms``) and their fingerprints (N, H, W, 3)."""
+    from crystaljax.structures.order import host_features, image_concentration
+
+    host = [host_features(a) for a in clusters]
+    return verdict(th, n_species=np.array([h["n_species"] for h in host]), sro=np.array([h["sro"] for h in host]),
+                   image_concentration=np.array([image_concentration(im) for im in images]),
+                   crystallinity=np.array([h["crystallinity"] for h in host]),
+                   confidence=np.asarray(prediction.confidence, float),
+                   mutual_information=np.asarray(prediction.mutual_information, float))
