@@ -270,7 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Slides windows of ~250 atoms over the structure on a grid of --stride Å, classifies each "
         "(rotated into its lattice's standard orientation) and gives every atom the Gaussian-weighted vote of "
         "the windows that contain it. Defaults measured in docs/MAPS.md: stride 8 Å and 250-atom windows "
-        "agree with PTM's labels of the pristine four-grain slab on >= 99 %% of the atoms, pristine or distorted.")
+        "agree with PTM's labels of the pristine four-grain slab on >= 99 % of the atoms, pristine or distorted.")
     p.add_argument("file", help="ASE-readable structure file, periodic or finite")
     p.add_argument("--out", help="write the atoms with per-atom arrays crystal_class, class_probability and "
                    "uncertainty (extxyz, readable by ASE and OVITO)")
