@@ -30,7 +30,6 @@ from flax import nnx
 
 from crystaljax.config import OptimConfig  # the schema lives in crystaljax.config
 from crystaljax.learn import evaluate as _ev
-from crystaljax.learn.checkpoint import MODEL_CARD, MODEL_WEIGHTS  # noqa: F401 (compatibility)
 from crystaljax.learn import tracking as _tracking
 from crystaljax.learn.model import ConvNet, ModelConfig, build_model
 from crystaljax.structure import Structure
@@ -473,37 +472,6 @@ def fit(
         metrics[name] = _ev.classification_report(labels[si], p, class_names)
         _tracking.set_summary(run, {f"{name}/accuracy": metrics[name]["accuracy"]})
     return FitResult(graphdef, state, metrics, history, probs)
-
-
-# --------------------------------------------------------------------------------------------
-# compatibility for callers not yet on learn.checkpoint / learn.classifier.Classifier (to be removed);
-# the shipped format is crystaljax.learn.checkpoint (save/load) and Classifier.load
-
-
-class _LegacyPredictor(NamedTuple):
-    graphdef: Any
-    params: Any
-    batch_stats: Any
-    classifier: Any
-
-    def __call__(self, images, batch_size: int = 256) -> np.ndarray:
-        return self.classifier.probabilities_of_images(images, batch_size)
-
-
-def save_model(directory, state, model_cfg: ModelConfig, card=None):
-    """Deprecated: ``checkpoint.save(directory, state.params, state.batch_stats, model_cfg, card)``."""
-    from crystaljax.learn import checkpoint
-
-    return checkpoint.save(directory, state.params, state.batch_stats, model_cfg, card)
-
-
-def load_model(directory):
-    """Deprecated: ``(predictor, card)`` of a model directory; use ``Classifier.load(name_or_path)``."""
-    from crystaljax.learn.classifier import Classifier
-
-    clf = Classifier.load(directory)
-    ck = clf.checkpoint
-    return _LegacyPredictor(ck.graphdef, ck.params, ck.batch_stats, clf), clf.card
 
 
 __all__ = [
