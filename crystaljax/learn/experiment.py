@@ -50,15 +50,6 @@ def _get(cfg, name: str, default=None):
     return default if value is None and default is not None else value
 
 
-def resolved_yaml(cfg) -> str:
-    """The config as resolved YAML (DictConfig or dataclass)."""
-    from omegaconf import OmegaConf
-
-    node = cfg if hasattr(cfg, "_get_node") else OmegaConf.structured(cfg) if dataclasses.is_dataclass(cfg) \
-        else OmegaConf.create(plain(cfg))
-    return OmegaConf.to_yaml(node, resolve=True)
-
-
 def load_data(cfg):
     """The Dataset named by ``cfg.data``: ``name: tiny`` is generated on the fly (seconds); anything else is
     read from ``cfg.data.path`` (relative paths are relative to the current directory)."""
@@ -119,6 +110,8 @@ def train_and_evaluate(cfg, workdir, *, command: str | None = None) -> dict:
     logging.getLogger("absl").setLevel(logging.WARNING)  # Orbax logs every checkpoint step at INFO
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
+    from crystaljax.config import resolved_yaml
+
     (workdir / "config_resolved.yaml").write_text(resolved_yaml(cfg))
 
     model_cfg = ModelConfig.from_dict(plain(cfg.model))
@@ -199,4 +192,4 @@ def _version() -> str:
         return "unknown"
 
 
-__all__ = ["ConfigError", "train_and_evaluate", "load_data", "build_fns", "plain", "resolved_yaml"]
+__all__ = ["ConfigError", "train_and_evaluate", "load_data", "build_fns", "plain"]
