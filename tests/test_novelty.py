@@ -1,0 +1,139 @@
+"""The unknown verdict: Warren-Cowley SRO, q6 crystallinity, fingerprint concentration, gates and thresholds."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from ase import Atoms
+from ase.build import bulk
+
+from crystaljax.learn import novelty
+from crystaljax.structures import order, out_of_scope
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _rotated(atoms, seed=0):
+    from scipy.spatial.transform import Rotation
+
+    r = Rotation.random(random_state=seed).as_matrix()
+    out = atoms.copy()
+    out.set_cell(atoms.cell[:] @ r.T, scale_atoms=False)
+    out.positions = atoms.positions @ r.T + np.array([0.3, -1.1, 2.0])
+    return out
+
+
+def test_warren_cowley_of_ordered_compounds_matches_the_analytic_values():
+    # rock salt: every first-shell neighbour unlike -> alpha_AB = 1 - 1/0.5 = -1, alpha_AA = 1
+    species, alpha, _ = order.warren_cowley(bulk("NaCl", "rocksalt", a=5.64))
+    np.testing.assert_allclose(alpha, [[1, -1], [-1, 1]], atol=1e-12)
+    assert order.short_range_order(bulk("CsCl", "cesiumchloride", a=4.12)) == pytest.approx(1.0)
+    # fluorite CaF2 (c = 1/3, 2/3): alpha_CaCa = 1, alpha_CaF = -1/2, alpha_FCa = -2, alpha_FF = 1
+    species, alpha, _ = order.warren_cowley(bulk("CaF2", "fluorite", a=5.46))
+    ca, f = list(species).index(20), list(species).index(9)
+    np.testing.assert_allclose([alpha[ca, ca], alpha[ca, f], alpha[f, ca], alpha[f, f]], [1, -0.5, -2, 1], atol=1e-12)
+    assert order.short_range_order(bulk("CaF2", "fluorite", a=5.46)) == pytest.approx(np.sqrt(1.5))
+    # L1_2 Cu3Au: sqrt(sum c_i c_j alpha_ij^2) = 1/3
+    l12 = out_of_scope.ordered_compounds(np.random.default_rng(0), per_kind=1)[COMPOUND_INDEX["L1_2"]]
+    assert order.short_range_order(l12) == pytest.approx(1 / 3, abs=1e-9)
+
+
+COMPOUND_INDEX = {k: i for i, k in enumerate(out_of_scope.COMPOUND_KINDS)}
+
+
+def test_random_alloy_has_small_sro_and_single_species_zero():
+    rng = np.random.default_rng(3)
+    atoms = bulk("Cu", "fcc", a=3.6, cubic=True).repeat(8)  # 2048 atoms
+    symbols = np.array(atoms.get_chemical_symbols())
+    symbols[rng.choice(len(atoms), len(atoms) // 2, replace=False)] = "Au"
+    atoms.set_chemical_symbols(list(symbols))
+    assert order.short_range_order(atoms) < 0.05
+    assert order.short_range_order(bulk("Cu", "fcc", a=3.6).repeat(3)) == 0.0
+    assert order.max_abs_alpha(bulk("Cu", "fcc", a=3.6).repeat(3)) == 0.0
+
+
+def test_order_parameters_are_invariant_to_rotation_translation_and_permutation():
+    atoms = bulk("NaCl", "rocksalt", a=5.64, cubic=True).repeat(2)
+    atoms.positions += np.random.default_rng(1).normal(0, 0.05, atoms.positions.shape)
+    perm = np.random.default_rng(2).permutation(len(atoms))
+    for other in (_rotated(atoms), atoms[perm]):
+        assert order.short_range_order(other) == pytest.approx(order.short_range_order(atoms), abs=1e-9)
+        assert order.crystallinity(other) == pytest.approx(order.crystallinity(atoms), abs=1e-9)
+
+
+@pytest.mark.parametrize("kind,kw", [("fcc", {"a": 3.6}), ("bcc", {"a": 2.9}), ("hcp", {"a": 3.2, "c": 5.2}),
+                                     ("diamond", {"a": 5.43})])
+def test_crystallinity_is_one_for_in_class_crystals_and_low_for_a_liquid(kind, kw):
+    assert order.crystallinity(bulk("Cu", kind, **kw).repeat(2)) == pytest.approx(1.0)
+
+
+def test_crystallinity_of_a_dense_random_packing_is_low():
+    liquid = [a for a in out_of_scope.non_crystalline(np.random.default_rng(0), per_kind=1, n_atoms=120)
+              if a.info["kind"] == "liquid-like"][0]
+    assert order.crystallinity(liquid) < 0.3
+
+
+def test_image_concentration_bounds():
+    spot = np.zeros((64, 64, 3))
+    spot[10, 20] = 1.0
+    assert order.image_concentration(spot) == pytest.approx(1.0)
+    flat = np.ones((64, 64, 3))
+    k = round(0.02 * 64 * 64)
+    assert order.image_concentration(flat) == pytest.approx(k / (64 * 64))
+
+
+def test_thresholds_bound_the_flag_rate():
+    v = np.random.default_rng(0).normal(size=1000)
+    for rate in (0.0, 0.01, 0.05):
+        assert np.mean(v > novelty.upper_threshold(v, rate)) <= rate
+        assert np.mean(v < novelty.lower_threshold(v, rate)) <= rate
+    assert novelty.auroc([0, 1, 2], [3, 4]) == 1.0
+    assert novelty.auroc([1, 1], [1, 1]) == 0.5
+
+
+def _th():
+    return novelty.Thresholds(sro=0.2, image_concentration=0.25, crystallinity=0.3, confidence=0.6,
+                              mutual_information=0.2, provenance={"test": True})
+
+
+def test_verdict_gates_and_first_reason():
+    f = dict(n_species=np.array([1, 2, 2, 1, 1, 1]), sro=np.array([0.9, 0.1, 0.9, 0, 0, 0]),
+             image_concentration=np.array([0.8, 0.8, 0.1, 0.1, 0.8, 0.8]),
+             crystallinity=np.array([1.0, 1.0, 1.0, 1.0, 0.1, 1.0]),
+             confidence=np.array([0.99, 0.99, 0.99, 0.99, 0.99, 0.4]),
+             mutual_information=np.zeros(6))
+    v = novelty.verdict(_th(), **f)
+    # a single species never fires the compound gate whatever its SRO value
+    assert v.unknown.tolist() == [False, False, True, True, True, True]
+    assert v.reason == ["", "", "ordered compound", "non-crystalline", "unknown crystal", "low confidence"]
+    assert v.gates["non-crystalline"][2]  # both gates fire, the first one is the reason
+    s = novelty.score(_th(), **f)
+    assert np.all((s > 1) == v.unknown)
+    none = novelty.verdict(None, **f)
+    assert not none.unknown.any()
+
+
+def test_thresholds_roundtrip(tmp_path):
+    assert novelty.load_thresholds(tmp_path) is None
+    novelty.save_thresholds(_th(), tmp_path)
+    assert novelty.load_thresholds(tmp_path) == _th()
+
+
+def test_shipped_thresholds_flag_an_ordered_compound_but_not_its_parent_lattice():
+    path = REPO / "crystaljax" / "pretrained" / "default" / novelty.THRESHOLDS_FILE
+    if not path.is_file():
+        pytest.fail("the default model ships no unknown.json (run experiments/calibrate_unknown.py --write)")
+    th = novelty.load_thresholds(path.parent)
+    from crystaljax.structures.cluster import prepare
+
+    nacl = prepare(bulk("NaCl", "rocksalt", a=5.64))
+    alloy = bulk("Cu", "fcc", a=3.6, cubic=True).repeat(5)
+    sym = np.array(alloy.get_chemical_symbols())
+    sym[np.random.default_rng(0).choice(len(alloy), len(alloy) // 4, replace=False)] = "Ni"
+    alloy.set_chemical_symbols(list(sym))
+    alloy = prepare(alloy)
+    feats = [order.host_features(a) for a in (nacl, alloy)]
+    g = novelty.gates(th, n_species=[f["n_species"] for f in feats], sro=[f["sro"] for f in feats],
+                      image_concentration=[1, 1], crystallinity=[1, 1], confidence=[1, 1],
+                      mutual_information=[0, 0])
+    assert g["ordered compound"].tolist() == [True, False]
