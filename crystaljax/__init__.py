@@ -32,6 +32,7 @@ _EXPORTS = {
     "Classifier": "crystaljax.learn.classifier",
     "Prediction": "crystaljax.learn.classifier",
     "CLASS_MEANINGS": "crystaljax.learn.classifier",
+    "map_atoms": "crystaljax.analysis.mapping",
 }
 _SUBMODULES = ("analysis", "config", "errors", "learn", "physics", "pipeline", "structure", "structures")
 
