@@ -12,7 +12,7 @@ from crystaljax.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "crystaljax" / "examples"
-PROTOTYPES = ROOT.parent / "shared" / "data" / "prototypes"
+PROTOTYPES = ROOT / "tests" / "data" / "prototypes"  # copies of the ai4materials prototype files (tests/data/README.md)
 CLASSES = ["bct_139", "bct_141", "hex/rh", "sc", "fcc", "diam", "bcc"]
 
 # real structures of the seven classes (AFLOW library parameters; never used for training)
@@ -44,7 +44,7 @@ def _prototype_file(name):
 
 def test_classify_real_prototypes_json(capsys):
     files = {name: _prototype_file(name) for name in EXPECTED}
-    assert all(files.values()), "shared/data/prototypes must be next to the repository"
+    assert all(files.values()), "tests/data/prototypes is incomplete"
     paths = [str(p) for p in files.values()]
     assert main(["classify", "--json", "--quiet", *paths]) == 0
     rows = json.loads(capsys.readouterr().out)
