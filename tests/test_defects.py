@@ -366,7 +366,7 @@ def test_yaml_configs_match_schema(path):
     text = path.read_text()
     assert text.startswith("# ")
     node = OmegaConf.load(path)
-    assert set(node.keys()) <= {f.name for f in dataclasses.fields(DefectConfig)}  # only what differs
+    assert "name" in node and set(node.keys()) <= {f.name for f in dataclasses.fields(DefectConfig)}
     cfg = DefectConfig.from_dict(OmegaConf.to_container(node))
     assert cfg.name == path.stem
     make_defect_fn(node)  # a DictConfig works directly
