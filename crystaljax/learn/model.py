@@ -10,7 +10,6 @@ input (B, 64, 64, 3) NHWC -> conv 7x7 x32, x32 (same, ReLU) -> max-pool 2 -> con
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 import jax
@@ -96,9 +95,8 @@ def build_model(cfg: ModelConfig = ModelConfig(), seed: int = 0) -> ConvNet:
     return nnx.merge(graphdef, state)
 
 
-@functools.lru_cache(maxsize=8)
 def _initial_values(cfg: ModelConfig, seed: int) -> dict:
-    """Pure dict of the initial weights (immutable jax arrays, so caching them is safe)."""
+    """Pure dict of the initial weights of ``cfg`` for ``seed`` (one jitted initialisation)."""
 
     def init(key):
         return nnx.to_pure_dict(nnx.state(ConvNet.from_config(cfg, rngs=nnx.Rngs(key))))
