@@ -538,6 +538,27 @@ class SensitivityConfig(AnalysisConfig):
     displacement: DisplacementOptions = field(default_factory=DisplacementOptions)
 
 
+@dataclass(frozen=True)
+class UnknownOptions:
+    """Calibration of the unknown verdict: in-class structures per class and out-of-scope structures per kind in
+    each half; MC-dropout passes; cache_dir: where the features of both halves are cached (relative to the launch
+    directory); write: store the thresholds as ``<model dir>/unknown.json``."""
+
+    per_class: int = 12
+    per_kind: int = 6
+    mc_samples: int = 16
+    cache_dir: str = "runs"
+    write: bool = False
+
+
+@dataclass(frozen=True)
+class CalibrateUnknownConfig(AnalysisConfig):
+    """experiments/calibrate_unknown.py: fit the unknown verdict's thresholds on data built here, measure them on a
+    held-out half."""
+
+    unknown: UnknownOptions = field(default_factory=UnknownOptions)
+
+
 SCHEMAS: dict[str, type] = {
     "train": TrainConfig,
     "make_dataset": MakeDatasetConfig,
@@ -545,6 +566,7 @@ SCHEMAS: dict[str, type] = {
     "transitions": TransitionsConfig,
     "attention": AttentionConfig,
     "sensitivity": SensitivityConfig,
+    "calibrate_unknown": CalibrateUnknownConfig,
 }
 
 GROUPS: dict[str, type] = {

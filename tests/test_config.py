@@ -17,7 +17,8 @@ from crystaljax import config as C
 CONF = Path(__file__).resolve().parents[1] / "conf"
 OPTIONS = [(g, p.stem) for g in C.GROUPS for p in sorted((CONF / g).glob("*.yaml"))]
 ROOTS = {"config": C.TrainConfig, "make_dataset": C.MakeDatasetConfig, "table1": C.Table1Config,
-         "transitions": C.TransitionsConfig, "attention": C.AttentionConfig, "sensitivity": C.SensitivityConfig}
+         "transitions": C.TransitionsConfig, "attention": C.AttentionConfig, "sensitivity": C.SensitivityConfig,
+         "calibrate_unknown": C.CalibrateUnknownConfig}
 RUNS = sorted(p.stem for p in (CONF / "run").glob("*.yaml"))
 
 

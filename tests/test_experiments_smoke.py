@@ -71,3 +71,24 @@ def test_transitions_smoke(tmp_path, model_dir):
         for entry in b["special"].values():
             assert entry["predicted"] in b["probabilities"] and entry["width"] >= 0.0
             assert entry["nearest_mu"] == pytest.approx(entry["mu"])
+
+
+@pytest.mark.slow
+@pytest.mark.shipped_model
+def test_calibrate_unknown_smoke(tmp_path):
+    """The unknown-verdict calibration end to end at smoke sizes with the shipped model: thresholds fitted on the
+    calibration half, both halves measured, features cached, nothing written next to the model."""
+    from crystaljax.analysis import calibrate_unknown
+    from crystaljax.learn.checkpoint import resolve_model_dir
+
+    shipped = resolve_model_dir("default") / "unknown.json"
+    before = shipped.read_bytes()
+    res = calibrate_unknown.run(config("calibrate_unknown", f"unknown.cache_dir={tmp_path / 'cache'}"), tmp_path)
+    assert json.loads((tmp_path / "unknown_calibration.json").read_text()) == json.loads(json.dumps(res))
+    assert len(list((tmp_path / "cache").glob("*.npz"))) == 2
+    assert shipped.read_bytes() == before and "written" not in res
+    th = res["thresholds"]
+    assert 0.0 <= th["confidence"] <= 1.0 and th["mutual_information"] >= 0.0
+    for half in ("calibration", "measurement"):
+        n = res[half]["n"]
+        assert n["in-class pristine"] > 0 and n["ordered compound"] > 0 and n["non-crystalline"] > 0

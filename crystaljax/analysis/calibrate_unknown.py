@@ -24,7 +24,7 @@ from crystaljax.learn import novelty
 from crystaljax.learn.classifier import Classifier
 from crystaljax.physics.defects import make_defect_fn
 from crystaljax.pipeline import prepare_structures
-from crystaljax.structure import Structure
+from crystaljax.structure import Structure, take
 from crystaljax.structures import dataset, order, out_of_scope
 
 #: The paper's defect levels used for the in-class defective set: (name, DefectConfig kwargs).
@@ -55,10 +55,6 @@ def _row_atoms(batch: Structure, i: int):
 
     m = np.asarray(batch.mask[i]) > 0
     return Atoms(numbers=np.asarray(batch.numbers[i])[m], positions=np.asarray(batch.positions[i])[m], pbc=False)
-
-
-def _take(batch: Structure, idx) -> Structure:
-    return Structure(*(np.asarray(x)[idx] for x in batch))
 
 
 def features(clf: Classifier, batch: Structure, *, mc_samples: int = 16, seed: int = 0) -> dict[str, np.ndarray]:
@@ -106,7 +102,7 @@ def build_half(clf: Classifier, half: str, *, per_class: int = 12, per_kind: int
         idx = np.flatnonzero(level == j)
         fn = make_defect_fn(DefectConfig(**kw))
         keys = jax.random.split(jax.random.key(seed + 7 * j), len(idx))
-        sub = _take(base, idx)
+        sub = take(base, idx)
         defective.append((name, idx, jax.jit(jax.vmap(fn))(keys, sub)))
     kinds = sum([[name] * len(idx) for name, idx, _ in defective], [])
     merged = Structure(*(np.concatenate([np.asarray(getattr(b, f)) for _, _, b in defective])
@@ -183,3 +179,42 @@ def measure(th: novelty.Thresholds, data: dict[str, np.ndarray]) -> dict:
     out["flag_rate"]["all in-class"] = round(float(v.unknown[inside].mean()), 4)
     out["n"] = {c: int((cat == c).sum()) for c in (*IN_CLASS, *OUT_OF_SCOPE)}
     return out
+
+
+def run(cfg, workdir) -> dict:
+    """The calibration experiment: build (or read cached) features of both halves, fit the thresholds on the
+    calibration half, measure both halves, write ``unknown_calibration.json`` into ``workdir`` and, with
+    ``cfg.unknown.write``, the thresholds next to the model.  Returns the result dict."""
+    import json
+    from pathlib import Path
+
+    from crystaljax.learn.checkpoint import resolve_model_dir
+
+    opts = cfg.unknown
+    model = cfg.model_dir or "default"
+    clf = Classifier.load(model)
+    cache = Path(opts.cache_dir)
+    halves = {}
+    for half in ("calibration", "measurement"):
+        path = cache / f"unknown_{Path(str(model)).name}_{half}_{opts.per_class}_{opts.per_kind}_{opts.mc_samples}.npz"
+        if path.is_file():
+            halves[half] = dict(np.load(path, allow_pickle=False))
+        else:
+            halves[half] = build_half(clf, half, per_class=opts.per_class, per_kind=opts.per_kind,
+                                      mc_samples=opts.mc_samples)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            np.savez(path, **halves[half])
+    th = fit(halves["calibration"])
+    command = (f"python experiments/calibrate_unknown.py model_dir={model} unknown.per_class={opts.per_class} "
+               f"unknown.per_kind={opts.per_kind} unknown.mc_samples={opts.mc_samples} unknown.write=true")
+    th = novelty.Thresholds(th.sro, th.image_concentration, th.crystallinity, th.confidence, th.mutual_information,
+                            {**th.provenance, "command": command, "mc_samples": opts.mc_samples})
+    result = {"model": str(model), "thresholds": th.to_dict(),
+              "calibration": measure(th, halves["calibration"]),
+              "measurement": measure(th, halves["measurement"])}
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "unknown_calibration.json").write_text(json.dumps(result, indent=1) + "\n")
+    if opts.write:
+        result["written"] = str(novelty.save_thresholds(th, resolve_model_dir(model)))
+    return result
