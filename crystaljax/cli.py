@@ -164,11 +164,16 @@ def cmd_classify(args) -> int:
     if args.json:
         print(json.dumps([{k: v for k, v in r.items() if k != "name"} for r in rows], indent=1))
     elif args.csv:
-        print(",".join(["file", "frame", "label", *clf.classes, "entropy", "mutual_information"]))
+        import csv
+
+        out = csv.writer(sys.stdout, lineterminator="\n")
+        out.writerow(["file", "frame", "label", *clf.classes, "entropy", "mutual_information", "unknown",
+                      "unknown_reason"])
         for r in rows:
             u = r["uncertainty"]
-            print(",".join([r["file"], str(r["frame"]), r["label"], *(f"{v:.6f}" for v in r["probabilities"].values()),
-                            f"{u['entropy']:.6f}", f"{u['mutual_information']:.6f}"]))
+            out.writerow([r["file"], r["frame"], r["label"], *(f"{v:.6f}" for v in r["probabilities"].values()),
+                          f"{u['entropy']:.6f}", f"{u['mutual_information']:.6f}", str(r["unknown"]).lower(),
+                          r["unknown_reason"] or ""])
     elif rows:
         print("\n".join(_table(rows, clf.classes)))
     return EXIT_BAD_INPUT if errors else 0

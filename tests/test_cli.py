@@ -69,8 +69,11 @@ def test_classify_multiframe_examples_and_csv(capsys):
     traj = EXAMPLES / "Fe_bcc_noisy_trajectory.extxyz"
     assert main(["classify", "--csv", "--quiet", str(traj), str(EXAMPLES / "Cu_fcc.cif")]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
-    assert lines[0].split(",") == ["file", "frame", "label", *CLASSES, "entropy", "mutual_information"]
+    assert lines[0].split(",") == ["file", "frame", "label", *CLASSES, "entropy", "mutual_information", "unknown",
+                                   "unknown_reason"]
     body = [line.split(",") for line in lines[1:]]
+    assert all(len(b) == len(CLASSES) + 7 for b in body)
+    assert [b[-2] for b in body] == ["false"] * 5 and all(b[-1] == "" for b in body)  # in-class crystals
     assert [b[1] for b in body] == ["0", "1", "2", "3", "0"]
     assert [b[2] for b in body] == ["bcc"] * 4 + ["fcc"]
 
