@@ -170,6 +170,10 @@ class DefectConfig:
                            removed (1.0 on the bcc body centres gives sc).
     random_levels:         every call draws each non-zero level uniformly in [0, level] (augmentation).
     renormalize:           rescale the defective cluster to unit mean nearest-neighbour distance.
+    scale_jitter:          half-width j in [0, 0.5) of a random relative error of the length scale: every
+                           call multiplies the scaled positions by exp(U(-j, j)), last (after
+                           ``renormalize``).  Not a defect: it stands for the scale estimator's error on a
+                           defective file, so a model trained on pristine structures tolerates it.
 
     Levels may also be traced JAX scalars (not validated here; ``apply_defects`` clips fractions).
     """
@@ -184,6 +188,13 @@ class DefectConfig:
     sublattice_tag: int = 1
     random_levels: bool = False
     renormalize: bool = False
+    scale_jitter: float = 0.0
+
+    @property
+    def is_identity(self) -> bool:
+        """True when applying this config changes nothing (every level and the scale jitter are 0)."""
+        return (self.displacement_sigma == 0 and self.vacancy_fraction == 0 and self.substitution_fraction == 0
+                and self.sublattice_fraction == 0 and self.scale_jitter == 0)
 
     def __post_init__(self):
         def put(name, value):
@@ -194,6 +205,7 @@ class DefectConfig:
         put("substitution_fraction",
             check_number("substitution_fraction", self.substitution_fraction, 0.0, 1.0, False))
         put("sublattice_fraction", check_number("sublattice_fraction", self.sublattice_fraction, 0.0, 1.0, True))
+        put("scale_jitter", check_number("scale_jitter", self.scale_jitter, 0.0, 0.5, False))
         for flag in ("displacement_relative", "random_levels", "renormalize"):
             if not _is_bool(getattr(self, flag)):
                 raise ValueError(f"{flag} must be true or false, got {getattr(self, flag)!r}")
@@ -226,6 +238,9 @@ class DataConfig:
     per_class: structures per class.  splits: (train, val, test) or (train, test) fractions.
     elements: symbols, or None for the default 83.  target: cluster size (atoms).  path: .npz file,
     relative to the launch directory.  workers: processes for the spglib checks and cluster building.
+    held_out_elements: 0 = the stratified split stored in the file; a fraction in (0, 1) = re-split at load
+    time so that every structure of that fraction of the elements is "test" (generalisation to unseen
+    chemistry, ``crystaljax.structures.dataset.element_split``).
     """
 
     name: str = "aflow_like"
@@ -235,9 +250,12 @@ class DataConfig:
     target: int = 250
     path: str = "data/generated/aflow_like_seed0.npz"
     workers: int = 2
+    held_out_elements: float = 0.0
 
     def __post_init__(self):
         _tuples(self, "splits", "elements")
+        object.__setattr__(self, "held_out_elements",
+                           check_number("held_out_elements", self.held_out_elements, 0.0, 1.0, False))
 
 
 @dataclass(frozen=True)

@@ -319,3 +319,32 @@ def test_make_dataset_entry_point_smoke(tmp_path):
     ds = D.load(out)
     assert len(ds) == 14 and sorted(np.bincount(ds.labels).tolist()) == [2] * 7
     assert D.summary_path(out).is_file()
+
+
+def test_element_split_holds_out_whole_elements():
+    rng = np.random.default_rng(0)
+    elements = rng.choice([3, 11, 13, 26, 29, 47, 74, 79, 82, 50], size=700)
+    labels = rng.integers(0, len(D.CLASSES), size=700)
+    split, out_z = D.element_split(labels, elements, held_out=0.3, splits=(0.8, 0.1, 0.1), seed=4)
+    assert len(out_z) == 3 and set(out_z) <= set(elements.tolist())
+    test = split == "test"
+    assert set(elements[test].tolist()) == set(out_z)                  # every item of a held-out element is test
+    assert not set(elements[~test].tolist()) & set(out_z)             # and no other split sees those elements
+    train, val = (split == "train").sum(), (split == "val").sum()
+    assert abs(train / (train + val) - 0.8 / 0.9) < 0.02 and val > 0
+    again, again_z = D.element_split(labels, elements, held_out=0.3, seed=4)
+    assert again_z == out_z and np.array_equal(again, split)
+    with pytest.raises(ValueError, match="held_out"):
+        D.element_split(labels, elements, held_out=1.0)
+
+
+def test_experiment_applies_the_element_split(ds):
+    from omegaconf import OmegaConf
+
+    from crystaljax.learn.experiment import apply_split
+
+    cfg = OmegaConf.create({"seed": 0, "data": {"held_out_elements": 0.25}})
+    out, out_z = apply_split(ds, cfg)
+    assert out_z and set(np.asarray(out.meta["element"])[np.asarray(out.split) == "test"].tolist()) == set(out_z)
+    same, none = apply_split(ds, OmegaConf.create({"seed": 0, "data": {"held_out_elements": 0.0}}))
+    assert same is ds and none == ()

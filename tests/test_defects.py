@@ -511,3 +511,40 @@ def test_spec_validation_and_single_stream():
     out = make_defect_fn(DefectSpec(("vacancies",), split_key=False))(key(3), s, DefectLevels(vacancy_fraction=0.3))
     assert_same(out, vacancies(key(3), s, 0.3))
     assert DefectSpec(("displacement", "vacancies")).stages == ("vacancies", "displacement")  # canonical order
+
+
+# ---------------------------------------------------------------------------------------------
+# scale jitter (the pristine model's recipe)
+
+
+def test_scale_jitter_is_a_bounded_uniform_rescaling_that_keeps_physical_positions():
+    from crystaljax.physics.defects import jitter_scale
+
+    s = random_structure(40, 48, seed=3)
+    keys = jax.random.split(key(7), 400)
+    out = jax.vmap(lambda k: jitter_scale(k, s, 0.05))(keys)
+    factor = np.asarray(out.positions)[:, 0, 0] / np.asarray(s.positions)[0, 0]
+    # one factor per structure, applied to every coordinate of every atom
+    np.testing.assert_allclose(np.asarray(out.positions), factor[:, None, None] * np.asarray(s.positions)[None],
+                               rtol=1e-5, atol=1e-6)
+    log_f = np.log(factor)
+    assert np.all(np.abs(log_f) <= 0.05 + 1e-6)
+    assert log_f.min() < -0.04 and log_f.max() > 0.04 and abs(log_f.mean()) < 0.01   # spread, centred
+    physical = np.asarray(out.positions) * np.asarray(out.nn_distance)[:, None, None]
+    expected = np.broadcast_to(np.asarray(s.positions) * float(s.nn_distance), physical.shape)
+    np.testing.assert_allclose(physical, expected, rtol=1e-5, atol=1e-4)
+    assert_same(jitter_scale(key(1), s, 0.0), jax.tree.map(jnp.asarray, s))
+
+
+def test_scale_jitter_never_changes_the_defect_draws():
+    s, _ = tagged_structure()
+    cfg = dict(vacancy_fraction=0.3, displacement_sigma=0.1, random_levels=True)
+    plain = apply_defects(key(4), s, DefectConfig(**cfg))
+    jittered = apply_defects(key(4), s, DefectConfig(**cfg, scale_jitter=0.05))
+    assert np.array_equal(np.asarray(plain.mask), np.asarray(jittered.mask))
+    ratio = np.asarray(jittered.positions)[np.asarray(s.mask) > 0] / np.asarray(plain.positions)[np.asarray(s.mask) > 0]
+    assert np.allclose(ratio, ratio.flat[0], rtol=1e-4) and abs(ratio.flat[0] - 1) > 1e-4
+    assert not DefectConfig(scale_jitter=0.05).is_identity and DefectConfig().is_identity
+    assert DefectConfig.from_dict({"scale_jitter": 0.05}).scale_jitter == 0.05
+    with pytest.raises(ValueError, match="scale_jitter"):
+        DefectConfig(scale_jitter=0.6)

@@ -70,6 +70,28 @@ def load_data(cfg):
     return dataset.load(str(path))
 
 
+def apply_split(ds, cfg):
+    """``ds`` with the split asked for by ``cfg.data.held_out_elements`` (0: unchanged), and the held-out Z."""
+    from crystaljax.structures import dataset
+
+    held_out = float(plain(cfg.data).get("held_out_elements") or 0.0)
+    if held_out == 0.0:
+        return ds, ()
+    split, out_z = dataset.element_split(ds.labels, ds.meta["element"], held_out, ds.info.get("splits", (0.8, 0.1, 0.1)),
+                                         int(cfg.seed))
+    return dataclasses.replace(ds, split=split), out_z
+
+
+def breakdown(correct: np.ndarray, groups: dict[str, np.ndarray]) -> dict:
+    """Accuracy per value of each grouping: ``{grouping: {value: {"n", "accuracy"}}}``; correct (N,) bool."""
+    out = {}
+    for name, values in groups.items():
+        values = np.asarray(values).astype(str)
+        out[name] = {v: {"n": int((values == v).sum()), "accuracy": float(correct[values == v].mean())}
+                     for v in np.unique(values)}
+    return out
+
+
 def build_fns(cfg):
     """``(fingerprint_fn, defect_fn or None, settings)`` from cfg.detector/beam/fingerprint/defect.
 
@@ -82,9 +104,7 @@ def build_fns(cfg):
     beam = from_dict(BeamConfig, plain(cfg.beam))
     fp = from_dict(FingerprintConfig, plain(_get(cfg, "fingerprint")))
     defect = DefectConfig.from_dict(plain(_get(cfg, "defect")))
-    pristine = (defect.displacement_sigma == 0 and defect.vacancy_fraction == 0
-                and defect.substitution_fraction == 0 and defect.sublattice_fraction == 0)
-    defect_fn = None if pristine else make_defect_fn(defect)
+    defect_fn = None if defect.is_identity else make_defect_fn(defect)
     settings = {"detector": dataclasses.asdict(detector), "beam": dataclasses.asdict(beam),
                 "fingerprint": dataclasses.asdict(fp), "defect": dataclasses.asdict(defect)}
     return make_fingerprint_fn(detector, beam, fp), defect_fn, settings
@@ -105,6 +125,8 @@ def train_and_evaluate(cfg, workdir, *, command: str | None = None) -> dict:
     from crystaljax.learn import evaluate, tracking
     from crystaljax.learn.model import ModelConfig
     from crystaljax.learn.train import OptimConfig, fit
+    from ase.data import chemical_symbols
+
     from crystaljax.structures.dataset import CLASSES
 
     logging.getLogger("absl").setLevel(logging.WARNING)  # Orbax logs every checkpoint step at INFO
@@ -124,7 +146,7 @@ def train_and_evaluate(cfg, workdir, *, command: str | None = None) -> dict:
         raise ConfigError(f"model.n_classes={model_cfg.n_classes} but the data set has {len(CLASSES)} classes")
 
     seed = int(cfg.seed)
-    ds = load_data(cfg)
+    ds, held_out_z = apply_split(load_data(cfg), cfg)
     split = np.asarray(ds.split).astype(str)
     counts = {s: int((split == s).sum()) for s in ("train", "val", "test")}
     log.info("data: %d structures (%s), n_max=%d", len(ds), counts, ds.n_max)
@@ -147,11 +169,16 @@ def train_and_evaluate(cfg, workdir, *, command: str | None = None) -> dict:
         info = tracking.finish(run)
 
     data = plain(cfg.data)
+    for name, probs in result.probabilities.items():  # accuracy per prototype / representation / element
+        rows = np.flatnonzero(split == name)
+        correct = np.argmax(probs, axis=1) == np.asarray(ds.labels)[rows]
+        groups = {k: np.asarray(ds.meta[k])[rows] for k in ("prototype", "representation", "symbol") if k in ds.meta}
+        result.metrics[name]["breakdown"] = breakdown(correct, groups)
     metrics: dict[str, Any] = {
         **result.metrics,
         "history": result.history,
         "data": {"name": data.get("name"), "path": data.get("path"), "n": len(ds), "per_split": counts,
-                 "n_max": ds.n_max},
+                 "n_max": ds.n_max, "held_out_elements": [chemical_symbols[z] for z in held_out_z]},
         "tracking": info,
         "command": command,
     }

@@ -145,6 +145,17 @@ def renormalize(s: Structure) -> Structure:
     return s._replace(positions=pos / scale, nn_distance=s.nn_distance * scale.astype(s.nn_distance.dtype))
 
 
+def jitter_scale(key, s: Structure, half_width: float) -> Structure:
+    """Multiply the scaled positions by exp(U(-half_width, half_width)) and divide ``nn_distance`` by the
+    same factor (physical positions unchanged): a random relative error of the length scale, as a scale
+    estimator makes on a defective file.  ``half_width`` is static; 0 is an exact no-op."""
+    s = _asjax(s)
+    if half_width == 0:
+        return s
+    factor = jnp.exp(jax.random.uniform(key, (), s.positions.dtype, -half_width, half_width))
+    return s._replace(positions=s.positions * factor, nn_distance=s.nn_distance / factor.astype(s.nn_distance.dtype))
+
+
 STAGES: tuple[str, ...] = ("substitution", "sublattice", "vacancies", "displacement")
 """The defect stages, in the order they are applied (each draws from its own key stream)."""
 
@@ -183,7 +194,9 @@ class DefectSpec:
     split_key:    True: the key is split into four streams, one per stage (switching a stage on never
                   changes the draws of the others).  False: the one stage draws from the key as given
                   (only with a single stage; for sweeps whose keys are already specific to the kind).
-    random_levels / renormalize / displacement_relative / sublattice_tag: as in :class:`DefectConfig`.
+    random_levels / renormalize / displacement_relative / sublattice_tag / scale_jitter: as in
+                  :class:`DefectConfig` (the jitter draws from ``fold_in(key, 5)``, so it never changes the
+                  defect draws).
     """
 
     stages: tuple[str, ...] = ()
@@ -192,6 +205,7 @@ class DefectSpec:
     random_levels: bool = False
     renormalize: bool = False
     split_key: bool = True
+    scale_jitter: float = 0.0
 
     def __post_init__(self):
         stages = (self.stages,) if isinstance(self.stages, str) else tuple(self.stages)
@@ -207,7 +221,7 @@ class DefectSpec:
         """Stages = those of ``cfg`` whose level is not a static 0."""
         levels = DefectLevels.from_config(cfg)
         return cls(tuple(x for x in STAGES if not _is_static_zero(levels.level(x))), cfg.displacement_relative,
-                   cfg.sublattice_tag, cfg.random_levels, cfg.renormalize)
+                   cfg.sublattice_tag, cfg.random_levels, cfg.renormalize, scale_jitter=cfg.scale_jitter)
 
 
 def _run_stages(spec: DefectSpec, key, s: Structure, levels: DefectLevels) -> Structure:
@@ -234,6 +248,8 @@ def _run_stages(spec: DefectSpec, key, s: Structure, levels: DefectLevels) -> St
         s = displace(keys["displacement"], s, levels.displacement_sigma, spec.displacement_relative)
     if spec.renormalize:
         s = renormalize(s)
+    if spec.scale_jitter:
+        s = jitter_scale(jax.random.fold_in(key, 5), s, spec.scale_jitter)
     return s
 
 
@@ -288,5 +304,6 @@ __all__ = [
     "remove_sublattice",
     "apply_defects",
     "renormalize",
+    "jitter_scale",
     "make_defect_fn",
 ]

@@ -508,6 +508,31 @@ def stratified_split(labels: np.ndarray, splits=(0.8, 0.1, 0.1), seed: int = 0) 
     return out
 
 
+def element_split(labels: np.ndarray, elements: np.ndarray, held_out: float = 0.2, splits=(0.8, 0.1, 0.1),
+                  seed: int = 0) -> tuple[np.ndarray, tuple[int, ...]]:
+    """A split that measures generalisation to unseen chemistry: ``(split (N,), held-out Z)``.
+
+    A random ``held_out`` fraction of the distinct elements (at least one) is chosen; every structure of
+    those elements is "test".  The other structures are split train / val in the proportions of the first
+    two ``splits`` fractions, stratified per class.  Each test item then differs from every training item
+    in its element (form factor, and the element's lattice parameters).
+    """
+    if not 0.0 < float(held_out) < 1.0:
+        raise ValueError(f"held_out must be in (0, 1), got {held_out}")
+    labels, elements = np.asarray(labels), np.asarray(elements)
+    zs = np.unique(elements)
+    rng = np.random.default_rng([int(seed), 5])
+    n_out = max(1, int(round(float(held_out) * len(zs))))
+    out_z = np.sort(rng.choice(zs, size=n_out, replace=False))
+    test = np.isin(elements, out_z)
+    fr = _normalise_splits(splits)
+    rest = np.flatnonzero(~test)
+    inner = stratified_split(labels[rest], (fr[0], fr[1], 0.0), seed)
+    split = np.full(len(labels), "test", dtype="<U5")
+    split[rest] = inner
+    return split, tuple(int(z) for z in out_z)
+
+
 # --------------------------------------------------------------------------------------------
 # Generation
 # --------------------------------------------------------------------------------------------
