@@ -4,9 +4,9 @@ Defective ~250-atom periodic supercells of prototype crystals (crystaljax.struct
 nearest-neighbour distances of the chosen elements, free parameters drawn outside the high-symmetry windows)
 are written to extxyz files in a temporary directory and classified by the command-line tool,
 ``crystaljax classify --json --model default|pristine FILES``.  The new scale is the package default; the old
-one is the same command run with ``crystaljax.structures.cluster.SCALE = "mean"`` set before the CLI starts
-(one subprocess per model and estimator; nothing else differs).  Also reported: the scale each estimator
-gives the defective supercell relative to its pristine version (median and max |ratio - 1|).
+one is the same command with ``--scale mean`` (one subprocess per model and estimator; nothing else differs).
+Also reported: the scale each estimator gives the defective supercell relative to its pristine version
+(median and max |ratio - 1|).
 
     python benchmarks/bench_scale_file_path.py [--per-class 10] [--seed 0] [--target 250]
     python benchmarks/bench_scale_file_path.py --bias [--draws 8]
@@ -43,8 +43,6 @@ CONDITIONS = {  # name -> (sigma in Å, vacancy fraction)
     "pristine": (0.0, 0.0), "sigma_0.06A": (0.06, 0.0), "sigma_0.1A": (0.1, 0.0),
     "vacancies_40%": (0.0, 0.4), "vacancies_60%": (0.0, 0.6),
 }
-OLD_SCALE_RUNNER = ("import sys; import crystaljax.structures.cluster as c; c.SCALE = 'mean'; "
-                    "from crystaljax.cli import main; sys.exit(main(sys.argv[1:]))")
 
 
 def _params(proto, rng):
@@ -88,14 +86,11 @@ def defective(atoms, sigma: float, vacancy: float, rng):
 
 
 def classify(files, model: str, scale: str) -> list[dict]:
-    if scale == "robust":
-        cmd = ["crystaljax"]
-    else:
-        cmd = [sys.executable, "-c", OLD_SCALE_RUNNER]
-    cmd += ["classify", "--json", "--quiet", "--model", model, *map(str, files)]
+    """``crystaljax classify --json`` rows of ``files`` with ``model`` and the scale estimator ``scale``."""
+    cmd = ["crystaljax", "classify", "--json", "--quiet", "--model", model, "--scale", scale, *map(str, files)]
     res = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
     if res.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd[:6])} ... failed: {res.stderr[-2000:]}")
+        raise RuntimeError(f"{' '.join(cmd[:8])} ... failed: {res.stderr[-2000:]}")
     return json.loads(res.stdout)
 
 

@@ -41,7 +41,7 @@ def cmd_fingerprint(args) -> int:
 
     detector = detector_preset(args.detector)
     structures = read_structures(args.file)
-    images = fingerprints(structures, detector=detector, target=args.target)
+    images = fingerprints(structures, detector=detector, target=args.target, scale=args.scale)
     single = len(images) == 1
     out = Path(args.out) if args.out else None
     png = Path(args.png) if args.png else None
@@ -137,7 +137,7 @@ def cmd_classify(args) -> int:
             name = _frame_name(path, frame, n_frames)
             try:
                 atoms.info.setdefault("source", name)
-                cluster = prepare(atoms, target=clf.spec.cluster_target)
+                cluster = prepare(atoms, target=clf.spec.cluster_target, scale=args.scale)
                 clusters.append(from_ase(cluster))
                 ase_clusters.append(cluster)
                 good.append((path, frame, name))
@@ -231,6 +231,24 @@ def _version() -> str:
         return __version__
 
 
+#: Help of ``--scale`` (values: crystaljax.structures.cluster.SCALES, checked in :func:`main`).
+SCALE_HELP = "length-scale estimator: robust first-shell distance (default) or the mean nearest-neighbour distance"
+
+
+def _add_scale(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--scale", default="robust", metavar="{robust,mean}", help=SCALE_HELP)
+
+
+def _bad_scale(args) -> str | None:
+    """The one-line complaint about ``--scale`` if its value is not an estimator, else None."""
+    scale = getattr(args, "scale", None)
+    if scale is None:
+        return None
+    from crystaljax.structures.cluster import SCALES
+
+    return None if scale in SCALES else f"--scale: unknown estimator {scale!r}; choose one of {', '.join(SCALES)}"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="crystaljax", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"crystaljax {_version()}")
@@ -242,6 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--png", help="write the fingerprint as an RGB PNG (default: FILE.fingerprint.png)")
     p.add_argument("--detector", default="paper", help="detector preset: paper (default) or ai4materials")
     p.add_argument("--target", type=int, default=250, help="cluster size in atoms (default 250)")
+    _add_scale(p)
     p.set_defaults(func=cmd_fingerprint)
 
     p = sub.add_parser(
@@ -261,6 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of the MC dropout masks (default 0)")
     p.add_argument("--batch", type=int, default=64, help="structures per device batch (default 64)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_scale(p)
     p.set_defaults(func=cmd_classify)
 
     p = sub.add_parser("explain", help="attentive response maps, class template and per-atom saliency of a file",
@@ -313,6 +333,9 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     from crystaljax.errors import CrystalJaxError
 
+    problem = _bad_scale(args)
+    if problem:
+        return _fail(problem)
     try:
         return args.func(args)
     except CrystalJaxError as exc:

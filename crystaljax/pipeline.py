@@ -49,19 +49,21 @@ def bucket_size(n: int) -> int:
     return -(-n // top) * top
 
 
-def prepare_structures(structures: Sequence, *, target: int = 250, key=None, n_max: int | None = None) -> Structure:
+def prepare_structures(structures: Sequence, *, target: int = 250, key=None, n_max: int | None = None,
+                       scale: str = "robust") -> Structure:
     """Clusters of ``structures`` (list of ``ase.Atoms``) padded into one batched Structure.
 
     ``key`` (a ``jax.random`` key), if given, rotates each input at random first; the standard
     cell makes periodic inputs independent of that rotation, finite inputs are seen from a new
-    direction.  Raises ``StructureError`` naming the bad structure.
+    direction.  ``scale``: the length-scale estimator of the clusters (``crystaljax.structures.cluster.SCALES``).
+    Raises ``StructureError`` naming the bad structure.
     """
     rng = None if key is None else np.random.default_rng(np.asarray(jax.random.key_data(key)).ravel().tolist())
     clusters = []
     for atoms in structures:
         if rng is not None:
             atoms = rotate(atoms, random_rotation(rng))
-        clusters.append(from_ase(prepare(atoms, target=target)))
+        clusters.append(from_ase(prepare(atoms, target=target, scale=scale)))
     if not clusters:
         raise ValueError("no structures given")
     size = bucket_size(max(c.n_max for c in clusters)) if n_max is None else n_max
@@ -77,9 +79,10 @@ def fingerprint_batch(batch: Structure, *, detector: DetectorConfig | None = Non
 
 def fingerprints(structures: Sequence, *, key=None, detector: DetectorConfig | None = None,
                  beam: BeamConfig | None = None, fp: FingerprintConfig | None = None, target: int = 250,
-                 ) -> np.ndarray:
-    """The whole pipeline for a list of ``ase.Atoms``: (B, n, n, 3) float32 fingerprints."""
-    batch = prepare_structures(list(structures), target=target, key=key)
+                 scale: str = "robust") -> np.ndarray:
+    """The whole pipeline for a list of ``ase.Atoms``: (B, n, n, 3) float32 fingerprints (``scale``: as in
+    :func:`prepare_structures`)."""
+    batch = prepare_structures(list(structures), target=target, key=key, scale=scale)
     return fingerprint_batch(batch, detector=detector, beam=beam, fp=fp)
 
 
@@ -106,11 +109,12 @@ class PreparedBatch:
         return int(len(self.indices))
 
 
-def _prepare_one(index: int, atoms, target: int, seed) -> tuple[int, Structure | None, str | None]:
+def _prepare_one(index: int, atoms, target: int, seed, scale: str = "robust",
+                 ) -> tuple[int, Structure | None, str | None]:
     try:
         if seed is not None:
             atoms = rotate(atoms, random_rotation(np.random.default_rng([*seed, index])))
-        return index, from_ase(prepare(atoms, target=target)), None
+        return index, from_ase(prepare(atoms, target=target, scale=scale)), None
     except CrystalJaxError as err:
         return index, None, str(err).splitlines()[0] if str(err) else type(err).__name__
 
@@ -129,7 +133,7 @@ def _assemble(results, batch_size: int, n_max: int | None) -> PreparedBatch:
 
 def iter_prepared_batches(structures: Iterable, batch_size: int = DEVICE_BATCH, *, target: int = 250,
                           workers: int = 1, prefetch: int = 2, key=None, n_max: int | None = None,
-                          ) -> Iterator[PreparedBatch]:
+                          scale: str = "robust") -> Iterator[PreparedBatch]:
     """Fixed-shape batches of clusters from an iterable (or generator) of ``ase.Atoms``, prepared ahead.
 
     The inputs are read lazily in groups of ``batch_size``; up to ``prefetch`` groups beyond the one being
@@ -138,7 +142,8 @@ def iter_prepared_batches(structures: Iterable, batch_size: int = DEVICE_BATCH, 
     ``batch_size`` rows and a padded size from :data:`BUCKETS` (or ``n_max``), so a jitted consumer compiles
     once per bucket met.  A structure that cannot be prepared (``CrystalJaxError``, e.g. ``StructureError``)
     is reported in ``errors`` and skipped; the others are unaffected.  ``key`` (a ``jax.random`` key) rotates
-    input i by a rotation seeded by (key, i), independent of ``workers`` and batching.  Yields
+    input i by a rotation seeded by (key, i), independent of ``workers`` and batching.  ``scale``: the
+    length-scale estimator (as in :func:`prepare_structures`).  Yields
     :class:`PreparedBatch` in input order.
     """
     if batch_size < 1:
@@ -152,7 +157,7 @@ def iter_prepared_batches(structures: Iterable, batch_size: int = DEVICE_BATCH, 
         group = list(itertools.islice(it, batch_size))
         if not group:
             return False
-        pending.append([pool.submit(_prepare_one, i, a, target, seed) for i, a in group])
+        pending.append([pool.submit(_prepare_one, i, a, target, seed, scale) for i, a in group])
         return True
 
     try:

@@ -157,3 +157,77 @@ def test_console_script_bad_input_one_line(tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0
     assert proc.stderr.strip().count("\n") == 0 and "no such file" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def _noisy_supercell(path, sigma=0.12, seed=0):
+    """A 4x4x4 fcc Cu supercell with Gaussian displacements (sigma Å per component) written as extxyz."""
+    from ase.build import bulk
+    from ase.io import write
+
+    atoms = bulk("Cu", "fcc", a=3.615, cubic=True).repeat((4, 4, 4))
+    atoms.positions += np.random.default_rng(seed).normal(0.0, sigma, atoms.positions.shape)
+    write(path, atoms, format="extxyz")
+    return atoms
+
+
+def test_scale_option_changes_the_cluster_scale_of_a_defective_structure(tmp_path, capsys):
+    from crystaljax.structures.cluster import prepare
+
+    noisy = tmp_path / "noisy.extxyz"
+    atoms = _noisy_supercell(noisy)
+    images = {}
+    for name, path in (("pristine", EXAMPLES / "Cu_fcc.cif"), ("noisy", noisy)):
+        for scale in ("robust", "mean"):
+            out = tmp_path / f"{name}_{scale}.npy"
+            assert main(["fingerprint", str(path), "--out", str(out), "--scale", scale]) == 0
+            images[name, scale] = np.load(out)
+    default = tmp_path / "noisy_default.npy"
+    assert main(["fingerprint", str(noisy), "--out", str(default)]) == 0
+    np.testing.assert_array_equal(np.load(default), images["noisy", "robust"])  # robust is the default
+    # both estimators give the nearest-neighbour distance of a pristine crystal, so the same fingerprint ...
+    np.testing.assert_allclose(images["pristine", "robust"], images["pristine", "mean"], atol=1e-5)
+    # ... but displacements shorten the mean nearest-neighbour distance, and only the mean
+    assert np.abs(images["noisy", "robust"] - images["noisy", "mean"]).max() > 0.05
+    d = {s: prepare(atoms.copy(), scale=s).info["nn_distance"] for s in ("robust", "mean")}
+    assert d["robust"] == pytest.approx(3.615 / np.sqrt(2), rel=0.02) and d["mean"] < 0.95 * d["robust"]
+
+
+@pytest.mark.parametrize("command", ["fingerprint", "classify"])
+def test_bad_scale_is_one_line(command, capsys):
+    assert main([command, str(EXAMPLES / "Cu_fcc.cif"), "--scale", "median"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "--scale" in err and "'median'" in err and "robust" in err and "mean" in err
+
+
+def test_broken_files_are_one_line_each_and_say_what_is_wrong(tmp_path):
+    """Through the installed entry point, so parser warnings on stderr would count too."""
+    cif = (EXAMPLES / "Cu_fcc.cif").read_text()
+    files = {
+        "truncated.cif": cif[:cif.index("_cell_length_c")],
+        "no_atoms.cif": "\n".join(line for line in cif.splitlines() if "_atom_site" not in line and "Cu " not in line),
+        "empty.cif": "",
+        "garbage.cif": np.random.default_rng(0).bytes(3000),
+        "count.xyz": "5\n\nCu 0 0 0\nCu 1.8 0 0\n",
+        "loop.cif": "data_x\n_cell_length_a 3\n_cell_length_b 3\n_cell_length_c 3\nloop_\n_atom_site_label\n"
+                    "_atom_site_fract_x\n_atom_site_fract_y\n_atom_site_fract_z\nCu1 0.0 0.5\n",
+    }
+    paths = []
+    for name, content in files.items():
+        path = tmp_path / name
+        path.write_bytes(content) if isinstance(content, bytes) else path.write_text(content)
+        paths.append(path)
+    proc = subprocess.run([sys.executable, "-m", "crystaljax.cli", "classify", "--quiet", *map(str, paths)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0 and proc.stdout.strip() == ""
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == len(files), proc.stderr
+    assert "Traceback" not in proc.stderr and "AssertionError" not in proc.stderr and "Error:" not in proc.stderr
+    for path, line in zip(paths, lines):
+        assert line.startswith(f"crystaljax: error: {path}: "), line
+    said = dict(zip(files, lines))
+    assert "empty file" in said["empty.cif"]
+    assert "not a readable CIF file (binary data)" in said["garbage.cif"]
+    assert "not a readable CIF file (no _atom_site loop" in said["truncated.cif"]
+    assert "not a readable CIF file (no _atom_site loop" in said["no_atoms.cif"]
+    assert "not a readable CIF file" in said["loop.cif"] and "expected 4" in said["loop.cif"]
+    assert "not a readable XYZ file" in said["count.xyz"] and "2 atoms, expected 5" in said["count.xyz"]

@@ -329,7 +329,6 @@ def run(cfg, workdir) -> dict:
     maps of the representative under the trained and the randomised-weights model, and the class
     templates.  Writes response_maps_<class>.png, response_maps_<class>_random.png,
     class_templates.png, attention.npz and attention.json into ``workdir``; returns the summary."""
-    import shutil
     from pathlib import Path
 
     from hydra.utils import to_absolute_path
@@ -410,12 +409,7 @@ def run(cfg, workdir) -> dict:
         info = tracking.finish(run_)
     copied = []
     if bool(cfg.save_docs):
-        docs = Path(to_absolute_path(str(cfg.docs_dir)))
-        docs.mkdir(parents=True, exist_ok=True)
-        for png in figures:
-            dest = docs / f"attention_{Path(png).name}"
-            shutil.copyfile(png, dest)
-            copied.append(str(dest))
+        copied = [str(p) for p in report.copy_figures(figures, to_absolute_path(str(cfg.docs_dir)), "attention_")]
     summary = {"command": command_line("attention.py"), "smoke": bool(cfg.smoke), "model": clf.card.get("path"),
                "method": f"guided backprop (rule={opts.rule}); control: randomised weights (seed {int(cfg.seed)})",
                "classes": classes, "layers": layers, "top_k": k, "rule": str(opts.rule), "select": str(opts.select),

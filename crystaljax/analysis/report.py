@@ -13,6 +13,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from crystaljax.jsonio import json_default
 from crystaljax.learn.evaluate import save_figure
 from crystaljax.structure import Structure
 
@@ -24,16 +25,23 @@ def write_json(obj, path) -> Path:
     """``obj`` as indented JSON (numpy values converted) into ``path``; returns the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(obj, indent=2, default=_json_default) + "\n")
+    path.write_text(json.dumps(obj, indent=2, default=json_default) + "\n")
     return path
 
 
-def _json_default(o):
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if isinstance(o, np.generic):
-        return o.item()
-    return str(o)
+def copy_figures(paths: Sequence, docs_dir, prefix: str = "") -> list[Path]:
+    """Copy the files ``paths`` into ``docs_dir`` (created if missing) as ``prefix`` + their file name; returns
+    the copies' paths in the order given."""
+    import shutil
+
+    docs = Path(docs_dir)
+    docs.mkdir(parents=True, exist_ok=True)
+    copied = []
+    for path in map(Path, paths):
+        dest = docs / f"{prefix}{path.name}"
+        shutil.copyfile(path, dest)
+        copied.append(dest)
+    return copied
 
 
 def _pyplot():

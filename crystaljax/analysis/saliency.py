@@ -298,7 +298,6 @@ def displacement_sensitivity(clf, opts, key, on_row: Callable | None = None) -> 
 def run(cfg, workdir) -> dict:
     """The sensitivity experiment from a ``SensitivityConfig`` (or a DictConfig with its keys): writes
     sublattice/*.extxyz and PNGs, sublattice.png, displacement.png and sensitivity.json into ``workdir``."""
-    import shutil
     from pathlib import Path
 
     from hydra.utils import to_absolute_path
@@ -344,11 +343,8 @@ def run(cfg, workdir) -> dict:
         info = tracking.finish(run_)
     copied = []
     if bool(cfg.save_docs):
-        docs = Path(to_absolute_path(str(cfg.docs_dir)))
-        docs.mkdir(parents=True, exist_ok=True)
-        for name in ("sublattice.png", "displacement.png"):
-            shutil.copyfile(workdir / name, docs / f"sensitivity_{name}")
-            copied.append(str(docs / f"sensitivity_{name}"))
+        copied = [str(p) for p in report.copy_figures([workdir / "sublattice.png", workdir / "displacement.png"],
+                                                     to_absolute_path(str(cfg.docs_dir)), "sensitivity_")]
     summary = {
         "command": command_line("sensitivity.py"), "smoke": bool(cfg.smoke), "model": clf.card.get("path"),
         "units": {"saliency": f"|d {sub.output} / d x| in 1/Å of the scaled cluster (nn distance 1 Å)",

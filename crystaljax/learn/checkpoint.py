@@ -6,7 +6,6 @@ by the name of a model shipped in the package (``default``, ``pristine``).
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ import numpy as np
 from flax import nnx
 
 from crystaljax.errors import InputFileError
+from crystaljax.jsonio import json_default
 from crystaljax.learn.model import ConvNet, ModelConfig
 
 MODEL_WEIGHTS = "model.msgpack"
@@ -84,7 +84,7 @@ def save(directory, params, batch_stats, model_cfg: ModelConfig, card: Mapping[s
         "model_config": model_cfg.to_dict(),
         "n_parameters": int(sum(np.size(x) for x in jax.tree.leaves(payload))),
     })
-    (directory / MODEL_CARD).write_text(json.dumps(out, indent=2, default=_json_default) + "\n")
+    (directory / MODEL_CARD).write_text(json.dumps(out, indent=2, default=json_default) + "\n")
     return directory
 
 
@@ -134,15 +134,3 @@ def _str_keys(tree):
     if isinstance(tree, Mapping):
         return {str(k): _str_keys(v) for k, v in tree.items()}
     return tree
-
-
-def _json_default(o):
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if isinstance(o, np.generic):
-        return o.item()
-    if dataclasses.is_dataclass(o):
-        return dataclasses.asdict(o)
-    if isinstance(o, tuple):
-        return list(o)
-    return str(o)

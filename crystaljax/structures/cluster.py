@@ -58,8 +58,6 @@ ROBUST_MAD_TO_SIGMA = 0.6745
 #: Scale estimators of :func:`build_cluster`: "robust" (default, :func:`robust_nn_distance`) or "mean"
 #: (:func:`mean_nn_distance`, the estimator the shipped models were trained with).
 SCALES = ("robust", "mean")
-#: The estimator used when ``scale=None``; read at call time (benchmarks may switch it in a subprocess).
-SCALE = "robust"
 
 
 def scale_from_neighbour_distances(d: np.ndarray) -> float:
@@ -123,9 +121,8 @@ def robust_nn_distance(atoms) -> float:
     return float(scale_from_neighbour_distances(_neighbour_table(atoms, ROBUST_NEIGHBOURS, periodic)))
 
 
-def nn_scale(atoms, scale: str | None = None) -> float:
-    """The length scale (Å) :func:`build_cluster` divides by: ``scale`` in :data:`SCALES` (None -> :data:`SCALE`)."""
-    scale = SCALE if scale is None else scale
+def nn_scale(atoms, scale: str = "robust") -> float:
+    """The length scale (Å) :func:`build_cluster` divides by, by the estimator ``scale`` in :data:`SCALES`."""
     if scale == "robust":
         return robust_nn_distance(atoms)
     if scale == "mean":
@@ -200,7 +197,7 @@ def sphere_cut(atoms, target: int = 250):
 
 
 def build_cluster(atoms, target: int = 250, shape: str = "sphere",
-                  scale: str | None = None) -> "ase.Atoms":  # noqa: F821
+                  scale: str = "robust") -> "ase.Atoms":  # noqa: F821
     """Finite, centred cluster with nearest-neighbour distance 1 Å (by the estimator ``scale``, see :func:`nn_scale`).
 
     Periodic input (call :func:`crystaljax.structures.cell.standard_cell` first, as :func:`prepare` does): with
@@ -245,7 +242,7 @@ def build_cluster(atoms, target: int = 250, shape: str = "sphere",
 
 
 def prepare(atoms, target: int = 250, shape: str = "sphere", orient: bool = True,
-            scale: str | None = None) -> "ase.Atoms":  # noqa: F821
+            scale: str = "robust") -> "ase.Atoms":  # noqa: F821
     """validate -> standard cell (periodic input) or lattice-based orientation (finite input) -> build_cluster.
 
     What the rest of crystaljax calls.  Finite input (atom-probe data, nanoparticles, clusters cut from
@@ -253,7 +250,7 @@ def prepare(atoms, target: int = 250, shape: str = "sphere", orient: bool = True
     cut to a ball of ~``target`` atoms at its centre and, if a lattice is found, rotated into the
     orientation its periodic primitive cell would get, so the fingerprint does not depend on the
     frame of the file.  ``orient=False`` takes finite input exactly as given.  ``scale``: the length-scale
-    estimator (:func:`nn_scale`; None -> :data:`SCALE`, the robust one).
+    estimator in :data:`SCALES` (:func:`nn_scale`; default the robust one).
     Raises :class:`crystaljax.errors.StructureError` for structures that cannot be imaged.
     """
     from crystaljax.structures.cell import standard_cell

@@ -120,6 +120,67 @@ def validate(atoms, source: str = ""):
     return atoms
 
 
+#: Names of the text formats recognised by suffix (or file name) in :func:`_read_failure`'s messages.
+TEXT_FORMATS = {".cif": "CIF", ".xyz": "XYZ", ".extxyz": "extended XYZ", ".vasp": "VASP POSCAR",
+                "poscar": "VASP POSCAR", "contcar": "VASP POSCAR", ".in": "FHI-aims geometry", ".pdb": "PDB",
+                ".xsf": "XSF", ".lmp": "LAMMPS data", ".res": "SHELX res"}
+#: Parser exceptions whose message describes the parser's internals rather than the file.
+INTERNAL_ERRORS = (AssertionError, IndexError, KeyError, StopIteration, TypeError, AttributeError, ValueError)
+
+
+def _format_name(path: Path, format: str | None) -> str | None:
+    """Human name of the text format of ``path`` (``format`` or its suffix / file name), None if not known."""
+    if format:
+        return {"cif": "CIF", "xyz": "XYZ", "extxyz": "extended XYZ", "vasp": "VASP POSCAR",
+                "aims": "FHI-aims geometry", "lammps-data": "LAMMPS data"}.get(format, format)
+    return TEXT_FORMATS.get(path.suffix.lower()) or TEXT_FORMATS.get(path.name.lower())
+
+
+def _cif_problem(text: str) -> str | None:
+    """What is missing from a CIF file's text (lower-cased), in a user's words; None if nothing obvious is."""
+    if "data_" not in text:
+        return "no data_ block"
+    if not any(f"_atom_site_{t}" in text for t in ("fract_x", "cartn_x")):
+        return "no _atom_site loop with atom positions"
+    if not any(f"_cell_length_{t}" in text for t in "abc") and "_atom_site_fract_x" in text:
+        return "fractional atom positions but no _cell_length_a/b/c"
+    return None
+
+
+def _read_failure(path: Path, format: str | None, exc: BaseException | None) -> str:
+    """One-line description (without the file name) of why ASE could not read ``path``; ``exc`` is what it raised
+    (None: it returned no structure).
+
+    Messages of ASE's own exceptions are kept; an empty message, one that repeats the exception's type, or
+    one of :data:`INTERNAL_ERRORS` (e.g. a bare ``AssertionError`` from the CIF parser) is replaced by a
+    description of what the file lacks for its format (CIF: data block, atom-site loop, cell; any text
+    format: binary content)."""
+    name = type(exc).__name__
+    if name == "UnknownFileTypeError":
+        return f"unknown file format ({_one_line(exc) or 'not recognised by ASE'})"
+    msg = "" if exc is None else _one_line(exc)
+    informative = bool(msg) and msg != name and not isinstance(exc, INTERNAL_ERRORS)
+    fmt = _format_name(path, format)
+    if fmt is None:
+        if exc is None:
+            return "no structures found"
+        return f"cannot read structure ({msg})" if informative else "not a structure file ASE can read"
+    head = path.read_bytes()[:1 << 20]
+    if b"\0" in head:
+        return f"not a readable {fmt} file (binary data)"
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        text = head.decode("latin-1")
+        if sum(not (c.isprintable() or c.isspace()) for c in text) > 0.05 * len(text):
+            return f"not a readable {fmt} file (binary data)"
+    problem = _cif_problem(text.lower()) if fmt == "CIF" else None
+    fallback = "no atom sites, truncated file or malformed loop" if fmt == "CIF" else "truncated file or malformed lines"
+    if exc is None and problem is None:
+        fallback = "no structures found"
+    return f"not a readable {fmt} file ({problem or (msg if informative else fallback)})"
+
+
 def _guess_aims(path: Path) -> bool:
     return path.name == "geometry.in" or path.suffix == ".in"
 
@@ -143,10 +204,11 @@ def read_structures(path, index=":", format: str | None = None) -> list:
     if p.is_dir():
         raise InputFileError(f"{p}: is a directory, not a structure file")
     try:
-        if p.stat().st_size == 0:
-            raise InputFileError(f"{p}: empty file")
+        size = p.stat().st_size
     except OSError as e:  # pragma: no cover - permission problems etc.
         raise InputFileError(f"{p}: cannot access file ({_one_line(e)})") from None
+    if size == 0:
+        raise InputFileError(f"{p}: empty file")
 
     formats = [format]
     if format is None and _guess_aims(p):
@@ -157,8 +219,8 @@ def read_structures(path, index=":", format: str | None = None) -> list:
     frames = None
     for fmt in formats:
         try:
-            with warnings.catch_warnings():
-                warnings.filterwarnings("ignore", message="FHI-aims IO is moving", category=FutureWarning)
+            with warnings.catch_warnings():  # parser warnings on stderr would break the one-line rule
+                warnings.simplefilter("ignore")
                 frames = ase.io.read(str(p), index=index, format=fmt)
             break
         except CrystalJaxError:
@@ -167,16 +229,13 @@ def read_structures(path, index=":", format: str | None = None) -> list:
             if first_error is None:
                 first_error = e
     if frames is None:
-        e = first_error
-        msg = _one_line(e) or type(e).__name__
-        kind = "unknown file format" if type(e).__name__ == "UnknownFileTypeError" else "cannot read structure"
-        raise InputFileError(f"{p}: {kind} ({type(e).__name__}: {msg})"[:400]) from None
+        raise InputFileError(f"{p}: {_read_failure(p, format, first_error)}"[:400]) from None
 
     if not isinstance(frames, (list, tuple)):
         frames = [frames]
     frames = list(frames)
     if not frames:
-        raise InputFileError(f"{p}: no structures found")
+        raise InputFileError(f"{p}: {_read_failure(p, format, None)}")
     for i, atoms in enumerate(frames):
         validate(atoms, source=f"{p} (frame {i})" if len(frames) > 1 else str(p))
     return frames
