@@ -19,7 +19,9 @@ def model_dir(tmp_path_factory):
     from crystaljax.learn import checkpoint
     from crystaljax.learn.model import build_model
 
-    cfg = ModelConfig()
+    # the shipped architecture's input (64-pixel, 3-channel images) with few, small filters: the runs
+    # exercise the wiring, not the network
+    cfg = ModelConfig(filters=(4, 4, 4, 4, 4, 4), kernel=3, dense=8)
     _, params, rest = nnx.split(build_model(cfg, 0), nnx.Param, ...)
     return checkpoint.save(tmp_path_factory.mktemp("model"), nnx.to_pure_dict(params), nnx.to_pure_dict(rest), cfg,
                            {"classes": ["untrained"]})
@@ -66,7 +68,7 @@ def test_transitions_smoke(tmp_path, model_dir):
     assert set(res["rhombohedral"]) == {"hexagonal", "primitive"}
     for setting, b in res["rhombohedral"].items():
         assert b["setting"] == setting
-        assert len(b["mu"]) >= 24 and set(b["probabilities"]) == set(b["total_width"])
+        assert len(b["mu"]) >= 12 and set(b["probabilities"]) == set(b["total_width"])
         assert set(b["special"]) == {"bcc", "sc", "fcc"}
         for entry in b["special"].values():
             assert entry["predicted"] in b["probabilities"] and entry["width"] >= 0.0
