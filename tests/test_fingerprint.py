@@ -23,8 +23,11 @@ HCP = ([[1 / 3, 2 / 3, .25], [2 / 3, 1 / 3, .75]],
        np.array([[1, 0, 0], [-.5, np.sqrt(3) / 2, 0], [0, 0, np.sqrt(8 / 3)]]))
 
 
+_FP = jax.jit(make_fingerprint_fn())  # one compilation per cluster size, shared by the module
+
+
 def fp_of(pos, z=29, n_max=None):
-    return np.asarray(make_fingerprint_fn()(from_arrays(pos, np.full(len(pos), z), n_max=n_max)))
+    return np.asarray(_FP(from_arrays(pos, np.full(len(pos), z), n_max=n_max)))
 
 
 def test_sincos_accuracy():
@@ -131,10 +134,11 @@ def test_same_peaks_for_250_and_1000_atoms():
 
 
 def test_classes_differ_clearly():
-    fps = {name: fp_of(lattice_cluster(*proto, reps)) for name, proto, reps in [
+    # every cluster padded to 512 rows (padding changes nothing, see above): one compiled shape
+    fps = {name: fp_of(lattice_cluster(*proto, reps), n_max=512) for name, proto, reps in [
         ("fcc", FCC, (4, 4, 4)), ("bcc", BCC, (5, 5, 5)), ("sc", SC, (6, 6, 7)), ("diam", DIAM, (3, 3, 4)),
         ("hcp", HCP, (6, 6, 4))]}
-    same = fp_of(lattice_cluster(*FCC, (5, 5, 5)))
+    same = fp_of(lattice_cluster(*FCC, (5, 5, 5)), n_max=512)
     d_same = np.linalg.norm(same - fps["fcc"]) / np.linalg.norm(fps["fcc"])
     names = list(fps)
     for i, a in enumerate(names):
@@ -149,8 +153,8 @@ def test_vmap_equals_loop_and_jit_equals_eager():
                               n_max=128) for i in range(3)]
     batch = stack(structures)
     fn = make_fingerprint_fn()
-    looped = np.stack([np.asarray(fn(s)) for s in structures])
-    np.testing.assert_allclose(np.asarray(jax.vmap(fn)(batch)), looped, atol=1e-5)
+    looped = np.stack([np.asarray(_FP(s)) for s in structures])  # jitted, one structure at a time
+    np.testing.assert_allclose(np.asarray(jax.vmap(fn)(batch)), looped, atol=1e-5)  # eager
     np.testing.assert_allclose(np.asarray(jax.jit(jax.vmap(fn))(batch)), looped, atol=1e-5)
     np.testing.assert_allclose(np.asarray(batch_fingerprints(fn, batch, chunk=2)), looped, atol=1e-5)
 
@@ -166,13 +170,14 @@ def test_gradients_match_finite_differences():
             img = diffraction_pattern(p, z, detector=det, beam=BeamConfig(wavelength))
             return jnp.sum(weights * img) / 1e-9
 
+        value_and_grad = jax.jit(jax.value_and_grad(scalar))  # one compilation, also for the FD points
         p0 = jnp.asarray(pos)
-        g = jax.grad(scalar)(p0, 5e-12)
+        g = value_and_grad(p0, 5e-12)[1]
         assert g.dtype == jnp.float64 and np.all(np.isfinite(np.asarray(g)))
         eps = 1e-5
         for atom, axis in [(0, 0), (5, 1), (13, 2), (26, 0)]:
             d = jnp.zeros_like(p0).at[atom, axis].set(eps)
-            fd = (scalar(p0 + d, 5e-12) - scalar(p0 - d, 5e-12)) / (2 * eps)
+            fd = (value_and_grad(p0 + d, 5e-12)[0] - value_and_grad(p0 - d, 5e-12)[0]) / (2 * eps)
             assert float(g[atom, axis]) == pytest.approx(float(fd), rel=1e-5, abs=1e-6 * abs(float(fd)) + 1e-9)
         fn = make_fingerprint_fn(det, wavelength_arg=True)
         st = from_arrays(pos, z)
@@ -181,9 +186,10 @@ def test_gradients_match_finite_differences():
         def fp_scalar(wl):
             return jnp.sum(weights[:, :, None] * fn(st, wl))
 
-        gw = jax.grad(fp_scalar)(5e-12)
+        fp_value_and_grad = jax.jit(jax.value_and_grad(fp_scalar))  # one compilation
+        gw = fp_value_and_grad(5e-12)[1]
         h = 1e-16
-        fdw = (fp_scalar(5e-12 + h) - fp_scalar(5e-12 - h)) / (2 * h)
+        fdw = (fp_value_and_grad(5e-12 + h)[0] - fp_value_and_grad(5e-12 - h)[0]) / (2 * h)
         assert float(gw) == pytest.approx(float(fdw), rel=1e-4)
 
 
@@ -196,9 +202,9 @@ def test_float32_gradient_matches_float64_gradient():
     def loss(p):
         return jnp.sum(weights * fn(st._replace(positions=p)))
 
-    g32 = np.asarray(jax.grad(loss)(jnp.asarray(st.positions)))
+    g32 = np.asarray(jax.jit(jax.grad(loss))(jnp.asarray(st.positions)))
     with jax.enable_x64(True):
-        g64 = np.asarray(jax.grad(loss)(jnp.asarray(st.positions, jnp.float64)))
+        g64 = np.asarray(jax.jit(jax.grad(loss))(jnp.asarray(st.positions, jnp.float64)))
     assert np.all(np.isfinite(g32)) and np.abs(g64).max() > 0
     assert np.linalg.norm(g32 - g64) / np.linalg.norm(g64) < 1e-3
 
