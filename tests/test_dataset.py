@@ -11,6 +11,7 @@ import pytest
 from crystaljax.structures import dataset as D
 from crystaljax.structures import prototypes as P
 from crystaljax.structures import symmetry
+from crystaljax.structures.aflow_library import get_entry
 from crystaljax.structure import Structure
 
 REFERENCE_DIR = Path(__file__).resolve().parent / "data" / "prototypes"  # see tests/data/README.md
@@ -47,7 +48,9 @@ def test_labels_agree_with_spglib(ds):
         got = _sg(atoms, 1e-3)
         assert got == int(ds.meta["spacegroup"][i]), i
         assert P.CLASSES.index(P.SPACEGROUP_CLASS[got]) == int(ds.labels[i]), i
-        assert P.PROTOTYPES[str(ds.meta["prototype"][i])].spacegroup == got
+        name = str(ds.meta["prototype"][i])
+        expected = P.PROTOTYPES[name].spacegroup if name in P.PROTOTYPES else get_entry(name).spacegroup
+        assert expected == got
         if got not in (166, 194):
             assert _sg(atoms, 1e-9) == got
         assert set(atoms.numbers) == {int(ds.meta["element"][i])}
@@ -93,9 +96,15 @@ def test_realistic_sizes_and_parameters(ds):
         z = int(ds.meta["element"][i])
         nn = P._min_distance(D.to_atoms(ds, i))
         assert 0.9 * P.nn_distance(z) * (1 - 1e-9) <= nn <= 1.1 * P.nn_distance(z) * (1 + 1e-9)
-        proto = P.PROTOTYPES[str(ds.meta["prototype"][i])]
         a, ca, x = ds.meta["params"][i]
         assert a == pytest.approx(np.linalg.norm(ds.cells["cell"][i, 0]))
+        name = str(ds.meta["prototype"][i])
+        if name not in P.PROTOTYPES:  # a library prototype: c/a within the stretch of its example's
+            e = get_entry(name)
+            ca0 = np.linalg.norm(e.cell[2]) / np.linalg.norm(e.cell[0])
+            assert np.isnan(x) and (np.isnan(ca) or abs(ca / ca0 - 1) <= 0.05 + 1e-9)
+            continue
+        proto = P.PROTOTYPES[name]
         assert np.isnan(ca) == ("c/a" not in proto.defaults) and np.isnan(x) == ("x" not in proto.defaults)
         params = {k: v for k, v in (("c/a", ca), ("x", x)) if not np.isnan(v)}
         assert not any(w.contains(params) for w in proto.windows)
@@ -110,7 +119,8 @@ def test_balance_and_element_coverage():
     counts = np.unique(ds.meta["element"][ds.meta["prototype"] == "A_cF4_225_a"], return_counts=True)[1]
     assert counts.tolist() == [5, 5, 5]
     protos = set(ds.meta["prototype"][ds.labels == P.CLASSES.index("hex/rh")].tolist())
-    assert protos == set(D.CLASS_PROTOTYPES["hex/rh"]) and len(protos) == 5
+    assert set(D.CLASS_PROTOTYPES["hex/rh"]) <= protos and len(D.CLASS_PROTOTYPES["hex/rh"]) == 5
+    assert protos <= set(D.sources()) and protos - set(D.CLASS_PROTOTYPES["hex/rh"])   # library ones too
     assert len(D.default_elements()) == 83
 
 
@@ -348,3 +358,48 @@ def test_experiment_applies_the_element_split(ds):
     assert out_z and set(np.asarray(out.meta["element"])[np.asarray(out.split) == "test"].tolist()) == set(out_z)
     same, none = apply_split(ds, OmegaConf.create({"seed": 0, "data": {"held_out_elements": 0.0}}))
     assert same is ds and none == ()
+
+
+def test_library_sources_cover_the_in_class_prototype_space():
+    """Every in-class elemental entry of the AFLOW library is sampled: by a family whose ranges hold its
+    axial ratio, as a library source, or listed as excluded with a reason."""
+    from crystaljax.structures import aflow_library as L
+
+    entries = L.in_class_entries()
+    assert len(entries) >= 20
+    sources = D.sources()
+    for e in entries:
+        covered = e.name in sources or e.name in D.LIBRARY_EXCLUDED or D._family_covers(e)
+        assert covered, e.name
+    names = {L.get_entry(n).mineral.lower() for n in D.library_sources()}
+    assert {"graphite", "lonsdaleite", "beta oxygen", "clathrate", "alpha boron"} <= names
+    # quotas: each class gets exactly per_class, families twice a library prototype's share
+    q = D._quotas(1500, np.random.default_rng(0))
+    for c in P.CLASSES:
+        assert sum(k for n, k in q.items() if sources[n][0] == c) == 1500
+    assert abs(q["A_cF8_227_a"] - 2 * q["A_cF136_227_aeg-Si"]) <= 1
+
+
+def test_perturbed_library_members_keep_space_group_and_vary():
+    from crystaljax.structures import aflow_library as L
+
+    rng = np.random.default_rng(3)
+    for name in ("A_hP4_194_bc-C", "A_hR12_166_2h-B", "A_tI4_139_e-Si"):
+        e = L.get_entry(name)
+        ratios = []
+        for _ in range(3):
+            cell, frac = L.perturbed_cell(e, rng)
+            for symprec in (1e-5, 1e-3):
+                assert symmetry.spacegroup_number(cell, frac, np.ones(len(frac), int), symprec) == e.spacegroup
+            ratios.append(np.linalg.norm(cell[2]) / np.linalg.norm(cell[0]))
+            moved = frac @ cell - e.frac @ cell
+            assert np.abs(moved - np.round(moved)).max() < 0.5        # small moves, not a reshuffle
+        assert np.ptp(ratios) > 1e-3                                    # c/a varies
+    # the symmetrised displacement of a symmetric field is the field itself; a random one loses its
+    # components that break the symmetry (zero for every atom of a site without free coordinates)
+    fcc = L.get_entry("A_cF4_225_a-Cu")
+    d = np.random.default_rng(0).normal(size=(fcc.n_atoms, 3))
+    assert np.allclose(L.symmetrize_displacements(fcc.name, fcc.cell, d), 0.0, atol=1e-12)
+    gr = L.get_entry("A_hP4_194_bc-C")
+    sym = L.symmetrize_displacements(gr.name, gr.cell, np.random.default_rng(1).normal(size=(gr.n_atoms, 3)))
+    assert np.allclose(L.symmetrize_displacements(gr.name, gr.cell, sym), sym, atol=1e-12)   # a projection

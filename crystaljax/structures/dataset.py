@@ -1,7 +1,9 @@
 """AFLOW-like elemental data set with spglib-checked labels (stand-in for the paper's AFLOWLIB set).
 
-Prototypes of the seven classes (``crystaljax.structures.prototypes``) are drawn balanced per class with
-random sizes (element nearest-neighbour distance x U(0.9, 1.1), Å) and free parameters; candidates inside a
+Prototypes of the seven classes are drawn balanced per class: the parametrised families of
+``crystaljax.structures.prototypes`` and the in-class elemental entries of the AFLOW prototype library they do
+not cover (``crystaljax.structures.aflow_library``: graphite, lonsdaleite, beta-O, alpha-B, the clathrate...),
+with random sizes (element nearest-neighbour distance x U(0.9, 1.1), Å) and free parameters; candidates inside a
 symmetry-gaining window or next to an AFLOW library example are rejected, and a structure is kept only if
 spglib gives its intended space group at every tolerance of :func:`symprecs_for`.  Each kept cell becomes a
 ~``target``-atom cluster (``crystaljax.structures.cluster.prepare``) padded to one ``n_max``; the split is
@@ -12,6 +14,7 @@ docs/DATASET.md.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -24,6 +27,8 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from crystaljax.config import DataConfig  # noqa: F401  (the schema lives in crystaljax.config)
+from crystaljax.jsonio import json_default
+from crystaljax.structures import aflow_library as _library
 from crystaljax.structures import prototypes as _proto
 from crystaljax.structures.symmetry import find_primitive, spacegroup_number
 from crystaljax.structures.prototypes import CLASSES, PROTOTYPES, REFERENCES
@@ -57,6 +62,49 @@ def default_elements() -> tuple[str, ...]:
 CLASS_PROTOTYPES: dict[str, tuple[str, ...]] = {
     c: tuple(n for n, p in PROTOTYPES.items() if p.cls == c) for c in CLASSES
 }
+"""The parametrised families (``prototypes.PROTOTYPES``) of each class."""
+
+LIBRARY_EXCLUDED: dict[str, str] = {
+    "A_hR105_166_bc9h4i-B": "beta-B: 105 atoms per primitive cell, 315 per conventional cell; a ~250-atom cluster "
+                            "spans less than one conventional period along c, so its pattern cannot show the "
+                            "lattice; not trained on (its accuracy is reported in docs/DATASET.md)",
+}
+"""In-class library entries left out of the data set, with the reason."""
+
+FAMILY_WEIGHT, LIBRARY_WEIGHT = 2, 1
+"""Relative share of a class's quota for a parametrised family and for a library prototype."""
+
+
+def _family_covers(entry) -> bool:
+    """True when a parametrised family of ``entry``'s label already samples the entry's axial ratio (or the
+    family has no free parameter), so the library entry adds nothing."""
+    fam = PROTOTYPES.get(entry.label)
+    if fam is None:
+        return False
+    c_over_a = float(np.linalg.norm(entry.cell[2]) / np.linalg.norm(entry.cell[0]))
+    if "alpha" in fam.ranges:
+        lo, hi = fam.ranges["alpha"]
+        return lo <= _proto.hr_alpha(c_over_a) <= hi
+    if "c/a" in fam.ranges:
+        lo, hi = fam.ranges["c/a"]
+        return lo <= c_over_a <= hi
+    return True
+
+
+@functools.lru_cache(maxsize=1)
+def library_sources() -> tuple[str, ...]:
+    """Names of the in-class AFLOW library entries sampled besides the families (graphite, lonsdaleite,
+    beta-O, rhombohedral graphite, alpha-B, the clathrate, the tI8 and BCT5 tetragonal ones, ...)."""
+    return tuple(e.name for e in _library.in_class_entries()
+                 if e.name not in LIBRARY_EXCLUDED and not _family_covers(e))
+
+
+def sources() -> dict[str, tuple[str, int]]:
+    """Every prototype the data set draws from: name -> (class, quota weight); families first."""
+    out = {n: (p.cls, FAMILY_WEIGHT) for n, p in PROTOTYPES.items()}
+    for name in library_sources():
+        out[name] = (_library.get_entry(name).cls, LIBRARY_WEIGHT)
+    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -227,6 +275,8 @@ def draw_candidate(name: str, element: int, rng: np.random.Generator) -> tuple[R
     Returns (record, None), or (None, reason) when the parameters fall in a window where the prototype
     gains symmetry or the structure is an AFLOW library example.
     """
+    if name not in PROTOTYPES:
+        return _draw_library(name, element, rng), None
     proto = PROTOTYPES[name]
     params = _sample_params(proto, rng)
     factor = float(rng.uniform(*SCALE_RANGE))
@@ -240,6 +290,19 @@ def draw_candidate(name: str, element: int, rng: np.random.Generator) -> tuple[R
         return None, "AFLOW library example structure"
     cell, frac, tags = _proto.cell_and_positions(name, a, full)
     return Record(name, int(element), float(a), full, cell, frac, tags, proto.spacegroup, proto.label), None
+
+
+def _draw_library(name: str, element: int, rng: np.random.Generator) -> Record:
+    """A member of library prototype ``name`` (``aflow_library.perturbed_cell``) scaled to ``element``'s
+    nearest-neighbour distance times U(SCALE_RANGE)."""
+    entry = _library.get_entry(name)
+    cell, frac = _library.perturbed_cell(entry, rng)
+    factor = float(rng.uniform(*SCALE_RANGE))
+    cell = cell * (_proto.nn_distance(element) * factor / _proto._min_distance_cell(cell, frac))
+    a = float(np.linalg.norm(cell[0]))
+    params = {} if _library.unique_axis(name) is None else {"c/a": float(np.linalg.norm(cell[2])) / a}
+    return Record(name, int(element), a, params, cell, frac, np.zeros(len(frac), np.int32), entry.spacegroup,
+                  CLASSES.index(entry.cls))
 
 
 def sample_candidate(name: str, element: int, rng: np.random.Generator) -> tuple[Record | None, str | None]:
@@ -259,12 +322,16 @@ def check_record(rec: Record) -> str | None:
 def _quotas(per_class: int, rng: np.random.Generator) -> dict[str, int]:
     """Structures per prototype so each class gets ``per_class`` (remainders to random prototypes)."""
     out: dict[str, int] = {}
+    table = sources()
     for c in CLASSES:
-        names = CLASS_PROTOTYPES[c]
-        base, rem = divmod(int(per_class), len(names))
-        extra = set(rng.permutation(len(names))[:rem].tolist())
-        for j, n in enumerate(names):
-            out[n] = base + (1 if j in extra else 0)
+        names = [n for n, (cls, _) in table.items() if cls == c]
+        weights = np.array([table[n][1] for n in names], float)
+        raw = int(per_class) * weights / weights.sum()
+        counts = np.floor(raw + 1e-9).astype(int)
+        # the remainder goes to random prototypes, one each, in a random order
+        for j in rng.permutation(len(names))[: int(per_class) - int(counts.sum())]:
+            counts[j] += 1
+        out.update({n: int(k) for n, k in zip(names, counts)})
     return out
 
 
@@ -282,7 +349,7 @@ class _Sampler:
 
     def __init__(self, seed: int):
         self.seed = int(seed)
-        self.rngs = {n: np.random.default_rng([self.seed, 1, k]) for k, n in enumerate(PROTOTYPES)}
+        self.rngs = {n: np.random.default_rng([self.seed, 1, k]) for k, n in enumerate(sources())}
         self.attempts: Counter = Counter()
         self.rejected: dict[str, Counter] = defaultdict(Counter)
 
@@ -304,16 +371,16 @@ class _Sampler:
 
     def stats(self, quotas) -> dict:
         return {
-            "quota": {n: int(quotas[n]) for n in PROTOTYPES},
-            "attempts": {n: int(self.attempts[n]) for n in PROTOTYPES},
-            "rejected": {n: dict(sorted(self.rejected[n].items())) for n in PROTOTYPES},
+            "quota": {n: int(quotas.get(n, 0)) for n in sources()},
+            "attempts": {n: int(self.attempts[n]) for n in sources()},
+            "rejected": {n: dict(sorted(self.rejected[n].items())) for n in sources()},
         }
 
 
 def _slots(seed: int, per_class: int, zs: Sequence[int]) -> tuple[list[tuple[str, int]], dict]:
     quotas = _quotas(per_class, np.random.default_rng([int(seed), 0]))
     slots: list[tuple[str, int]] = []
-    for k, name in enumerate(PROTOTYPES):
+    for k, name in enumerate(sources()):
         rng = np.random.default_rng([int(seed), 2, k])
         slots.extend((name, z) for z in _element_slots(zs, quotas[name], rng))
     return slots, quotas
@@ -660,7 +727,7 @@ def summary(ds: Dataset) -> dict:
         "n_structures": len(ds),
         "n_max": ds.n_max,
         "per_class": {c: int((labels == k).sum()) for k, c in enumerate(CLASSES)},
-        "per_prototype": {n: int((proto == n).sum()) for n in PROTOTYPES},
+        "per_prototype": {n: int((proto == n).sum()) for n in sources()},
         "per_split": {s: {c: int(((split == s) & (labels == k)).sum()) for k, c in enumerate(CLASSES)}
                       for s in SPLIT_NAMES},
         "elements": sorted({str(s) for s in np.asarray(ds.meta["symbol"])},
@@ -699,11 +766,11 @@ def save(ds: Dataset, path) -> Path:
         arrays[f"meta.{k}"] = v.astype(str) if v.dtype.kind in "OU" else v
     for k, v in ds.cells.items():
         arrays[f"cells.{k}"] = np.asarray(v)
-    arrays["info"] = np.array(json.dumps(ds.info, default=_json_default))
+    arrays["info"] = np.array(json.dumps(ds.info, default=json_default))
     tmp = path.with_name(path.name + ".tmp.npz")
     np.savez_compressed(tmp, **arrays)
     os.replace(tmp, path)
-    summary_path(path).write_text(json.dumps(summary(ds), indent=2, default=_json_default) + "\n")
+    summary_path(path).write_text(json.dumps(summary(ds), indent=2, default=json_default) + "\n")
     return path
 
 
@@ -722,18 +789,9 @@ def load(path) -> Dataset:
                    meta=meta, cells=cells, info=info)
 
 
-def _json_default(obj):
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, Path):
-        return str(obj)
-    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
-
-
 __all__ = [
-    "CLASSES", "CLASS_PROTOTYPES", "PARAM_COLUMNS", "SYMPRECS", "SYMPRECS_HEX", "EXCLUDED_ELEMENTS",
+    "CLASSES", "CLASS_PROTOTYPES", "LIBRARY_EXCLUDED", "library_sources", "sources", "PARAM_COLUMNS", "SYMPRECS",
+    "SYMPRECS_HEX", "EXCLUDED_ELEMENTS",
     "Dataset", "DataConfig", "Record", "generate", "tiny", "save", "load", "subset", "to_atoms",
     "summary", "summary_path", "sample_cells", "sample_candidate", "stratified_split",
     "check_spacegroup", "spacegroup_number", "matches_reference", "default_elements",

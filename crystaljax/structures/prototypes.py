@@ -238,14 +238,15 @@ def _min_distance(atoms) -> float:
 def _min_distance_cell(cell, frac) -> float:
     """Shortest interatomic distance (Å) of a periodic cell (rows = vectors), images included.
 
-    Images within +-2 cells along each axis are searched: enough for the conventional cells here
-    (orthogonal or hexagonal, the shortest distance never spans more than two cells).
+    Fractional differences are wrapped into [-1/2, 1/2) and images within +-1 cell along each axis are
+    searched: enough for the conventional cells here (orthogonal, hexagonal or rhombohedral-in-hexagonal).
     """
     cell = np.asarray(cell, float)
     frac = np.mod(np.asarray(frac, float), 1.0)
-    rng = np.arange(-2, 3)
+    rng = np.arange(-1, 2)
     shifts = np.stack(np.meshgrid(rng, rng, rng, indexing="ij"), -1).reshape(-1, 3).astype(float)
     diff = frac[:, None, :] - frac[None, :, :]
+    diff -= np.round(diff)
     vec = (diff[:, :, None, :] + shifts[None, None, :, :]) @ cell
     d = np.linalg.norm(vec, axis=-1)
     d[d < 1e-8] = np.inf

@@ -31,6 +31,12 @@ def spacegroup_number(lattice, frac, numbers, symprec: float) -> int | None:
     return None if ds is None else int(ds.number)
 
 
+def symmetry_dataset(lattice, frac, numbers, symprec: float):
+    """spglib's full symmetry dataset (number, rotations, translations, ...) at ``symprec``; raises
+    ``SpglibError`` if spglib finds none."""
+    return spglib.get_symmetry_dataset(_cell(lattice, frac, numbers), symprec=symprec)
+
+
 def standardize(lattice, frac, numbers, symprec: float, to_primitive: bool = False, no_idealize: bool = False):
     """spglib's standardised conventional (or primitive) cell ``(lattice, frac, numbers)``;
     raises ``SpglibError`` if spglib cannot find one."""
@@ -43,4 +49,4 @@ def find_primitive(lattice, frac, numbers, symprec: float = 1e-5):
     return spglib.find_primitive(_cell(lattice, frac, numbers), symprec=symprec)
 
 
-__all__ = ["SpglibError", "spacegroup_number", "standardize", "find_primitive"]
+__all__ = ["SpglibError", "spacegroup_number", "symmetry_dataset", "standardize", "find_primitive"]
