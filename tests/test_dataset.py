@@ -403,3 +403,16 @@ def test_perturbed_library_members_keep_space_group_and_vary():
     gr = L.get_entry("A_hP4_194_bc-C")
     sym = L.symmetrize_displacements(gr.name, gr.cell, np.random.default_rng(1).normal(size=(gr.n_atoms, 3)))
     assert np.allclose(L.symmetrize_displacements(gr.name, gr.cell, sym), sym, atol=1e-12)   # a projection
+
+
+def test_out_of_scope_elementals_are_the_library_entries_outside_the_classes():
+    from crystaljax.structures import out_of_scope
+
+    kinds = out_of_scope.elemental_kinds()
+    assert len(kinds) >= 30 and "A_oC8_64_f-Ga" in kinds and "A_cI58_217_ac2g-Mn" in kinds
+    atoms = out_of_scope.elemental_out_of_scope(np.random.default_rng(0), per_kind=1)
+    assert len(atoms) == len(kinds)
+    for a in atoms:
+        sg = _sg(a, 1e-3)
+        assert sg is not None and sg not in P.SPACEGROUP_CLASS, a.info["kind"]
+        assert a.info["category"] == "out-of-scope element" and len(set(a.numbers)) == 1

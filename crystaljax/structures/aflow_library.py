@@ -7,8 +7,8 @@ reads the file straight from the installed distribution (no pymatgen import: the
 JSON), keeps the single-element entries and sorts them into the seven classes (space groups 139, 141,
 166, 194, 221, 225, 227, 229) and the rest (the out-of-scope elemental crystals).
 
-``perturbed_cell(entry, rng, ...)`` draws a new member of a prototype around its example: the unique
-axis stretched, the free Wyckoff coordinates moved by a random displacement field projected onto the
+``perturbed_cell(entry, rng, ...)`` draws a new member of a prototype around its example: the lattice
+lengths stretched within the lattice system, the free Wyckoff coordinates moved by a random displacement field projected onto the
 prototype's symmetry (the group average of the displacements, so the space group is kept and only the
 free parameters change).
 """
@@ -159,41 +159,29 @@ def symmetrize_displacements(name: str, cell, disp) -> np.ndarray:
     return out / len(rot)
 
 
-def unique_axis(name: str) -> np.ndarray | None:
-    """Unit vector along the axis of the highest-order rotation of entry ``name`` (c of hexagonal, trigonal
-    and tetragonal groups); None for cubic groups (several such axes) and groups without a 3-, 4- or
-    6-fold axis."""
-    rot, _ = _operations(name)
-    cart = _cartesian(rot, get_entry(name).cell)
-    proper = cart * np.sign(np.linalg.det(cart))[:, None, None]
-    trace = np.trace(proper, axis1=1, axis2=2)
-    high = proper[(trace > -0.5) & (trace < 2.5)]            # order 3, 4 or 6: trace 0, 1 or 2
-    if len(high) == 0:
-        return None
-    axes = []
-    for r in high:  # at most 47 small eigenproblems
-        w, v = np.linalg.eig(r)
-        axis = np.real(v[:, np.argmin(np.abs(w - 1))])
-        axes.append(axis / np.linalg.norm(axis))
-    ref = axes[0]
-    return ref if all(abs(abs(float(a @ ref)) - 1) < 1e-6 for a in axes) else None
+def axis_stretch(spacegroup: int, rng: np.random.Generator, stretch: float) -> np.ndarray:
+    """Factors (3,) on the lengths of a, b, c of a standard conventional cell that keep its lattice system:
+    none for cubic, c alone for tetragonal, trigonal and hexagonal, each axis on its own below; drawn from
+    U(1 - stretch, 1 + stretch) (one draw per free length, none for cubic)."""
+    if spacegroup >= 195:
+        return np.ones(3)
+    if spacegroup >= 75:
+        return np.array([1.0, 1.0, rng.uniform(1 - stretch, 1 + stretch)])
+    return rng.uniform(1 - stretch, 1 + stretch, 3)
 
 
 def perturbed_cell(entry: LibraryEntry, rng: np.random.Generator, *, stretch: float = 0.05,
                    displacement: float = 0.04) -> tuple[np.ndarray, np.ndarray]:
     """A new member of ``entry``'s prototype: (cell (3, 3) Å, frac (m, 3)), same space group.
 
-    stretch: the unique axis (if any) is scaled by U(1 - stretch, 1 + stretch) (c/a varies).
+    stretch: lattice lengths scaled by :func:`axis_stretch` (c/a varies, the lattice system stays).
     displacement: a Gaussian displacement field of this std (fraction of the example's nearest-neighbour
     distance) symmetrised onto the free Wyckoff coordinates.
     """
     from crystaljax.structures.prototypes import _min_distance_cell
 
-    cell, frac = np.asarray(entry.cell, float), np.asarray(entry.frac, float)
-    axis = unique_axis(entry.name)
-    if axis is not None and stretch > 0:
-        strain = np.eye(3) + (rng.uniform(1 - stretch, 1 + stretch) - 1) * np.outer(axis, axis)
-        cell = cell @ strain.T
+    frac = np.asarray(entry.frac, float)
+    cell = np.asarray(entry.cell, float) * axis_stretch(entry.spacegroup, rng, stretch)[:, None]
     d_nn = _min_distance_cell(cell, frac)
     disp = rng.normal(0.0, displacement * d_nn, size=frac.shape)
     pos = frac @ cell + symmetrize_displacements(entry.name, cell, disp)
@@ -202,5 +190,5 @@ def perturbed_cell(entry: LibraryEntry, rng: np.random.Generator, *, stretch: fl
 
 __all__ = [
     "LibraryEntry", "library_path", "elemental_entries", "in_class_entries", "out_of_scope_entries", "get_entry",
-    "symmetrize_displacements", "unique_axis", "perturbed_cell",
+    "symmetrize_displacements", "axis_stretch", "perturbed_cell",
 ]

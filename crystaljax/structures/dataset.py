@@ -300,7 +300,7 @@ def _draw_library(name: str, element: int, rng: np.random.Generator) -> Record:
     factor = float(rng.uniform(*SCALE_RANGE))
     cell = cell * (_proto.nn_distance(element) * factor / _proto._min_distance_cell(cell, frac))
     a = float(np.linalg.norm(cell[0]))
-    params = {} if _library.unique_axis(name) is None else {"c/a": float(np.linalg.norm(cell[2])) / a}
+    params = {} if entry.spacegroup >= 195 else {"c/a": float(np.linalg.norm(cell[2])) / a}
     return Record(name, int(element), a, params, cell, frac, np.zeros(len(frac), np.int32), entry.spacegroup,
                   CLASSES.index(entry.cls))
 

@@ -10,10 +10,9 @@ Three families, each a function ``(rng, ...) -> list[ase.Atoms]`` with ``atoms.i
 - :func:`non_crystalline`: gas (random sequential addition with a minimum distance), liquid-like (a dense
   random packing relaxed with a soft repulsion) and amorphous (the same, quenched further in a
   Lennard-Jones potential).
-- :func:`elemental_out_of_scope`: elemental crystals outside the 8 space groups, from published
-  structures (lattice constants and Wyckoff positions below, varied by +-3 % and +-0.01 in the free
-  coordinates): alpha-U (Cmcm), alpha-Ga (Cmce), black P (Cmce), I2 (Cmce), Se and Te (P3_121 chains),
-  alpha-Mn (I-43m), beta-Mn (P4_132), gamma-Pu-like Fddd is left out (no reliable parameters at hand).
+- :func:`elemental_out_of_scope`: elemental crystals outside the 8 space groups: the 32 such entries of
+  the AFLOW prototype library (alpha-U, alpha-Ga, alpha- and beta-Mn, Se and Te chains, black P, I2, the
+  Pu phases, beta-Np, T-50 B, N2, S, simple hexagonal Sn...), each drawn around the library's example.
 """
 
 from __future__ import annotations
@@ -185,48 +184,31 @@ def non_crystalline(rng: np.random.Generator, per_kind: int = 8, n_atoms: int = 
     return out
 
 
-# Published structures of elemental crystals outside the 8 space groups:
-# (kind, element, space group, (a, b, c, alpha, beta, gamma) Å/deg, basis (fractional), free coordinate mask).
-_ELEMENTAL = (
-    ("alpha-U Cmcm", "U", 63, (2.854, 5.869, 4.955, 90, 90, 90), [(0, 0.1025, 0.25)]),
-    ("alpha-Ga Cmce", "Ga", 64, (4.520, 7.663, 4.526, 90, 90, 90), [(0, 0.1549, 0.0810)]),
-    ("black P Cmce", "P", 64, (3.314, 10.48, 4.376, 90, 90, 90), [(0, 0.1017, 0.0806)]),
-    ("I2 Cmce", "I", 64, (7.18, 4.71, 9.81, 90, 90, 90), [(0, 0.1543, 0.1174)]),
-    ("Se P3_121", "Se", 152, (4.366, 4.366, 4.954, 90, 90, 120), [(0.2254, 0, 1 / 3)]),
-    ("Te P3_121", "Te", 152, (4.457, 4.457, 5.929, 90, 90, 120), [(0.2636, 0, 1 / 3)]),
-    ("alpha-Mn I-43m", "Mn", 217, (8.911, 8.911, 8.911, 90, 90, 90),
-     [(0, 0, 0), (0.3179, 0.3179, 0.3179), (0.3571, 0.3571, 0.0347), (0.0896, 0.0896, 0.2819)]),
-    ("beta-Mn P4_132", "Mn", 213, (6.315, 6.315, 6.315, 90, 90, 90), [(0.0636, 0.0636, 0.0636),
-                                                                      (0.125, 0.2022, 0.4522)]),
-)
-ELEMENTAL_KINDS = tuple(k[0] for k in _ELEMENTAL)
+def elemental_kinds() -> tuple[str, ...]:
+    """Names of the out-of-scope elemental prototypes: every single-element entry of the AFLOW library
+    outside the 8 space groups (``aflow_library.out_of_scope_entries``)."""
+    from crystaljax.structures import aflow_library
+
+    return tuple(e.name for e in aflow_library.out_of_scope_entries())
 
 
 def elemental_out_of_scope(rng: np.random.Generator, per_kind: int = 4, kinds=None) -> list:
-    """Elemental crystals outside the 8 space groups (:data:`ELEMENTAL_KINDS`), lengths x U(0.97, 1.03)
-    (hexagonal a = b kept) and, except for the cubic Mn types, free coordinates + U(-0.01, 0.01)
-    (special positions 0, 1/8, 1/4, 1/3, 1/2 kept)."""
-    from ase.spacegroup import crystal
+    """Elemental crystals outside the 8 space groups: ``per_kind`` members of each library prototype of
+    :func:`elemental_kinds` (or of ``kinds``), drawn around the library's example with
+    ``aflow_library.perturbed_cell`` (lengths within +-5 % in the lattice system, symmetrised displacements
+    of 4 % of the nearest-neighbour distance), in the example's element."""
+    from ase import Atoms
 
-    special = np.array([0.0, 0.25, 1 / 3, 0.125, 0.5])
+    from crystaljax.structures import aflow_library
+
     out = []
-    for kind, el, sg, cellpar, basis in _ELEMENTAL:
-        if kinds is not None and kind not in kinds:
+    for entry in aflow_library.out_of_scope_entries():
+        if kinds is not None and entry.name not in kinds:
             continue
+        kind = f"{entry.name} ({entry.mineral})" if entry.mineral else entry.name
         for _ in range(per_kind):
-            a, b, c, al, be, ga = cellpar
-            f = rng.uniform(0.97, 1.03, 3)
-            a2, b2, c2 = (a * f[0], a * f[0], c * f[2]) if ga == 120 or a == b == c else (a * f[0], b * f[1], c * f[2])
-            if a == b == c:
-                a2 = b2 = c2 = a * f[0]
-            new_basis = []
-            for site in basis:  # cubic Mn types: positions kept (their coordinates are tied to each other)
-                site = np.array(site, float)
-                free = np.min(np.abs(site[:, None] - special[None, :]), axis=1) > 1e-6
-                if not a == b == c:
-                    site = site + free * rng.uniform(-0.01, 0.01, 3)
-                new_basis.append(tuple(site))
-            atoms = crystal([el] * len(new_basis), new_basis, spacegroup=sg, cellpar=[a2, b2, c2, al, be, ga])
+            cell, frac = aflow_library.perturbed_cell(entry, rng)
+            atoms = Atoms(symbols=[entry.element] * len(frac), scaled_positions=frac, cell=cell, pbc=True)
             atoms.info.update(category="out-of-scope element", kind=kind)
             out.append(atoms)
     return out
