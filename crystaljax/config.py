@@ -447,6 +447,43 @@ class Table1Config(AnalysisConfig):
 
 
 @dataclass(frozen=True)
+class Table1FilePathConfig(ExperimentConfig):
+    """experiments/table1_file_path.py: Table 1 through files and ``crystaljax classify``.
+
+    per_class: pristine prototype crystals per class (drawn with ``seed``), each a periodic supercell of ~``target``
+    atoms.  seeds: one defect draw per structure and seed.  models: result column -> shipped model name or model
+    directory (relative to the launch directory), classified by the CLI.  binary_elements / ternary_elements:
+    atomic numbers the new species of a ``binary_f`` (one) / ``ternary_f`` (two) level are drawn from.
+    mc_samples / classify_batch: the CLI's ``--mc-samples`` / ``--batch`` (None: its defaults).  spglib: symprecs,
+    structures per class, seeds and worker processes (``target`` unused: spglib reads the written supercells).
+    internal_from: table1.json of the internal protocol (relative to the launch directory), kept under
+    ``internal_protocol``.  keep_files: directory to keep the written structure files in (None: a temporary one).
+    """
+
+    per_class: int = 50
+    target: int = 250
+    seeds: tuple[int, ...] = (0, 1)
+    models: dict[str, str] = field(default_factory=lambda: {"convnet": "pristine", "convnet_augmented": "default"})
+    levels: Table1Levels = field(default_factory=Table1Levels)
+    binary_elements: tuple[int, ...] = (29, 47)
+    ternary_elements: tuple[int, ...] = (29, 47, 79)
+    mc_samples: int | None = None
+    classify_batch: int | None = None
+    spglib: Table1Spglib = field(default_factory=Table1Spglib)
+    internal_from: str = "docs/results/table1.json"
+    keep_files: str | None = None
+    save_docs: bool = False
+    docs_dir: str = "docs/results"
+    out_dir: str | None = None
+
+    def __post_init__(self):
+        _tuples(self, "seeds")
+        object.__setattr__(self, "binary_elements", check_elements(self.binary_elements))
+        object.__setattr__(self, "ternary_elements", check_elements(self.ternary_elements))
+        object.__setattr__(self, "models", dict(self.models))
+
+
+@dataclass(frozen=True)
 class BccScConfig:
     """Fig. 4a, bcc -> sc.  source: test | all | prototypes; caps on bcc structures; prototype
     elements to top up with; steps: fractions 0, 1/steps, ..., 1; removal draws per step (seeds);
@@ -581,6 +618,7 @@ SCHEMAS: dict[str, type] = {
     "train": TrainConfig,
     "make_dataset": MakeDatasetConfig,
     "table1": Table1Config,
+    "table1_file_path": Table1FilePathConfig,
     "transitions": TransitionsConfig,
     "attention": AttentionConfig,
     "sensitivity": SensitivityConfig,
@@ -735,7 +773,7 @@ __all__ = [
     "DetectorConfig", "BeamConfig", "FingerprintConfig", "DefectConfig", "DataConfig", "ModelConfig",
     "OptimConfig", "LoggerConfig",
     "ExperimentConfig", "TrainConfig", "MakeDatasetConfig", "AnalysisConfig", "Table1Config", "Table1Levels",
-    "Table1Spglib", "TransitionsConfig", "BccScConfig", "RhombohedralConfig", "AttentionConfig",
+    "Table1Spglib", "Table1FilePathConfig", "TransitionsConfig", "BccScConfig", "RhombohedralConfig", "AttentionConfig",
     "AttentionOptions", "SensitivityConfig", "SublatticeOptions", "DisplacementOptions",
     "DETECTOR_PRESETS", "detector_preset", "is_tracer", "is_static_zero", "check_number", "check_elements",
     "from_dict", "to_container", "register_configs", "to_typed", "compose", "hydra_main", "output_dir",
