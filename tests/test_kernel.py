@@ -187,12 +187,11 @@ def test_vector_width_flag_does_not_change_results(tmp_path):
     from crystaljax.physics.fingerprint import VECTOR_WIDTH_FLAG
 
     tests = str(Path(__file__).resolve().parent)
-    outs = []
-    for flags in ("", VECTOR_WIDTH_FLAG):
-        out = str(tmp_path / f"fp{len(outs)}.npy")
-        env = dict(os.environ, XLA_FLAGS=flags, JAX_PLATFORMS="cpu")
-        subprocess.run([sys.executable, "-c", _FLAG_SCRIPT.format(tests=tests, out=out)], env=env, check=True,
-                       timeout=600)
-        outs.append(np.load(out))
+    paths = [str(tmp_path / f"fp{i}.npy") for i in range(2)]
+    procs = [subprocess.Popen([sys.executable, "-c", _FLAG_SCRIPT.format(tests=tests, out=out)],
+                              env=dict(os.environ, XLA_FLAGS=flags, JAX_PLATFORMS="cpu"))
+             for flags, out in zip(("", VECTOR_WIDTH_FLAG), paths)]  # both processes at once
+    assert [p.wait(timeout=600) for p in procs] == [0, 0]
+    outs = [np.load(out) for out in paths]
     assert outs[0].max() == pytest.approx(1.0)
     np.testing.assert_allclose(outs[1], outs[0], rtol=0, atol=1e-6)
