@@ -185,6 +185,7 @@ def run(cfg, workdir) -> dict:
     """The calibration experiment: build (or read cached) features of both halves, fit the thresholds on the
     calibration half, measure both halves, write ``unknown_calibration.json`` into ``workdir`` and, with
     ``cfg.unknown.write``, the thresholds next to the model.  Returns the result dict."""
+    import hashlib
     import json
     from pathlib import Path
 
@@ -195,8 +196,10 @@ def run(cfg, workdir) -> dict:
     clf = Classifier.load(model)
     cache = Path(opts.cache_dir)
     halves = {}
+    weights = hashlib.sha1((resolve_model_dir(model) / "model.msgpack").read_bytes()).hexdigest()[:10]
     for half in ("calibration", "measurement"):
-        path = cache / f"unknown_{Path(str(model)).name}_{half}_{opts.per_class}_{opts.per_kind}_{opts.mc_samples}.npz"
+        # the cache is keyed by the weights too: a retrained model never reads another model's features
+        path = cache / f"unknown_{Path(str(model)).name}_{weights}_{half}_{opts.per_class}_{opts.per_kind}_{opts.mc_samples}.npz"
         if path.is_file():
             halves[half] = dict(np.load(path, allow_pickle=False))
         else:
