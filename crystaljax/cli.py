@@ -36,12 +36,19 @@ def cmd_fingerprint(args) -> int:
     import numpy as np
 
     from crystaljax.config import detector_preset
+    from crystaljax.errors import StructureError
     from crystaljax.structures.io import read_structures
-    from crystaljax.pipeline import fingerprints
+    from crystaljax.pipeline import DEVICE_BATCH, balanced_batch, iter_fingerprints
 
     detector = detector_preset(args.detector)
     structures = read_structures(args.file)
-    images = fingerprints(structures, detector=detector, target=args.target, scale=args.scale)
+    parts = []
+    for pb, part in iter_fingerprints(structures, balanced_batch(len(structures), DEVICE_BATCH), detector=detector,
+                                      target=args.target, scale=args.scale):
+        if pb.errors:  # as before: a structure that cannot be imaged stops the command with its message
+            raise StructureError(pb.errors[0][1])
+        parts.append(part)
+    images = np.concatenate(parts)
     single = len(images) == 1
     out = Path(args.out) if args.out else None
     png = Path(args.png) if args.png else None
@@ -106,32 +113,87 @@ def _table(rows, classes) -> list[str]:
     return lines
 
 
-def cmd_classify(args) -> int:
-    import json
+#: Without --quiet a progress bar (stderr) is drawn for more than one structure when stderr is a terminal, and
+#: for runs of more than this many structures whatever stderr is.
+PROGRESS_MIN_STRUCTURES = 50
 
-    import jax
+
+def _progress(n: int, quiet: bool):
+    """A tqdm bar over ``n`` structures on stderr, or None (see :data:`PROGRESS_MIN_STRUCTURES`)."""
+    if quiet or n <= 1 or not (sys.stderr.isatty() or n > PROGRESS_MIN_STRUCTURES):
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=n, desc="classify", unit="structure", file=sys.stderr)
+
+
+def _rows(clf, named, pred, verdict) -> list[dict]:
+    """Output rows of the structures ``named`` ((path, frame, name) each) from their Prediction and Verdict."""
+    return [{"file": str(path), "frame": frame, "name": name, "label": clf.classes[int(p.argmax())],
+             "probabilities": {c: float(v) for c, v in zip(clf.classes, p)},
+             "uncertainty": {"entropy": float(h), "mutual_information": float(mi)},
+             "unknown": bool(unk), "unknown_reason": why}
+            for (path, frame, name), p, h, mi, unk, why in zip(named, pred.probabilities, pred.entropy,
+                                                               pred.mutual_information, verdict.unknown,
+                                                               verdict.reason)]
+
+
+def _classify_streamed(clf, items, args, key, errors, bar, times) -> list[dict]:
+    """Rows of ``items`` ((path, frame, n_frames, atoms) each) through ``pipeline.iter_prepared_batches``: fixed
+    batches of ``balanced_batch(len(items), --batch)`` rows padded to a bucket size (one compilation per bucket met),
+    the next batch prepared in a worker thread while this one is on the device.  Structure i of the good ones gets
+    the MC key ``fold_in(key, i)``; a structure that cannot be prepared adds its one-line message to ``errors``."""
+    import time
+
+    from crystaljax.learn.classifier import Prediction
+    from crystaljax.learn.novelty import assess
+    from crystaljax.pipeline import balanced_batch, iter_prepared_batches
+
+    def atoms_of_items():
+        for path, frame, n_frames, atoms in items:
+            atoms.info.setdefault("source", _frame_name(path, frame, n_frames))  # names the frame in errors
+            yield atoms
+
+    size = balanced_batch(len(items), args.batch)
+    batches = iter_prepared_batches(atoms_of_items(), size, target=clf.spec.cluster_target, scale=args.scale,
+                                    keep_clusters=True)
+    rows: list[dict] = []
+    while True:
+        t0 = time.perf_counter()
+        pb = next(batches, None)
+        t1 = time.perf_counter()
+        times["prepare"] += t1 - t0
+        if pb is None:
+            return rows
+        errors.extend(message for _, message in pb.errors)
+        n = pb.n_valid
+        if n:
+            images = clf.images(pb.batch, size)
+            full = clf.predict_images(images, size, mc_samples=args.mc_samples, key=key, start=len(rows))
+            pred = Prediction(full.classes, full.probabilities[:n], None if full.samples is None else full.samples[:n])
+            t2 = time.perf_counter()
+            verdict = assess(clf.unknown_thresholds, pred, list(pb.clusters), images[:n])
+            named = [(items[i][0], items[i][1], _frame_name(*items[i][:3])) for i in pb.indices]
+            rows += _rows(clf, named, pred, verdict)
+            times["device"] += t2 - t1
+            times["assess"] += time.perf_counter() - t2
+        if bar is not None:
+            bar.update(n + len(pb.errors))
+
+
+def _classify_per_chunk(clf, items, args, key, errors, bar, times) -> list[dict]:
+    """The former path, kept for comparison (hidden ``--legacy-batching``): chunks of --batch prepared in this
+    thread, padded to a multiple of 16 of their largest cluster (a compilation per new size)."""
+    import time
 
     from crystaljax.errors import CrystalJaxError
-    from crystaljax.learn.classifier import Classifier
     from crystaljax.learn.novelty import assess
     from crystaljax.structure import from_ase, pad_to, stack
     from crystaljax.structures.cluster import prepare
 
-    if args.mc_samples < 0 or args.batch < 1:
-        return _fail("--mc-samples must be >= 0 and --batch >= 1")
-    clf = Classifier.load(args.model)
-    key = jax.random.key(args.seed)
-    errors: list[str] = []
-    items = _read_all(args.paths, errors)
-    rows = []
-    chunks = [items[i:i + args.batch] for i in range(0, len(items), args.batch)]
-    bar = None
-    if len(items) > args.batch and not args.quiet:
-        from tqdm import tqdm
-
-        bar = tqdm(total=len(items), desc="classify", unit="structure", file=sys.stderr)
-    done = 0
-    for chunk in chunks:
+    rows: list[dict] = []
+    for chunk in [items[i:i + args.batch] for i in range(0, len(items), args.batch)]:
+        t0 = time.perf_counter()
         good, clusters, ase_clusters = [], [], []
         for path, frame, n_frames, atoms in chunk:  # host pipeline per structure: a bad one is skipped alone
             name = _frame_name(path, frame, n_frames)
@@ -143,22 +205,47 @@ def cmd_classify(args) -> int:
                 good.append((path, frame, name))
             except CrystalJaxError as exc:
                 errors.append(str(exc).splitlines()[0])
+        t1 = time.perf_counter()
+        times["prepare"] += t1 - t0
         if good:
             batch = stack(clusters, n_max=pad_to(max(c.n_max for c in clusters)))
             images = clf.images(batch, args.batch)
-            pred = clf.predict_images(images, args.batch, mc_samples=args.mc_samples, key=key, start=done)
-            verdict = assess(clf.unknown_thresholds, pred, ase_clusters, images)
-            done += len(good)
-            for (path, frame, name), p, h, mi, unk, why in zip(good, pred.probabilities, pred.entropy,
-                                                               pred.mutual_information, verdict.unknown, verdict.reason):
-                rows.append({"file": str(path), "frame": frame, "name": name, "label": clf.classes[int(p.argmax())],
-                             "probabilities": {c: float(v) for c, v in zip(clf.classes, p)},
-                             "uncertainty": {"entropy": float(h), "mutual_information": float(mi)},
-                             "unknown": bool(unk), "unknown_reason": why})
+            pred = clf.predict_images(images, args.batch, mc_samples=args.mc_samples, key=key, start=len(rows))
+            t2 = time.perf_counter()
+            rows += _rows(clf, good, pred, assess(clf.unknown_thresholds, pred, ase_clusters, images))
+            times["device"] += t2 - t1
+            times["assess"] += time.perf_counter() - t2
         if bar is not None:
             bar.update(len(chunk))
+    return rows
+
+
+def cmd_classify(args) -> int:
+    import json
+    import time
+
+    import jax
+
+    from crystaljax.learn.classifier import Classifier
+
+    if args.mc_samples < 0 or args.batch < 1:
+        return _fail("--mc-samples must be >= 0 and --batch >= 1")
+    t0 = time.perf_counter()
+    clf = Classifier.load(args.model)
+    key = jax.random.key(args.seed)
+    read_errors: list[str] = []
+    items = _read_all(args.paths, read_errors)
+    times = {"load_and_read": time.perf_counter() - t0, "prepare": 0.0, "device": 0.0, "assess": 0.0}
+    errors: list[str] = []
+    bar = _progress(len(items), args.quiet)
+    run = _classify_per_chunk if args.legacy_batching else _classify_streamed
+    rows = run(clf, items, args, key, errors, bar, times)
     if bar is not None:
         bar.close()
+    errors = read_errors + errors
+    if args.stage_times:
+        print(json.dumps({"stage_seconds": {k: round(v, 4) for k, v in times.items()},
+                          "structures": len(rows)}), file=sys.stderr)
     for message in errors:
         print(f"crystaljax: error: {message}", file=sys.stderr)
     if args.json:
@@ -200,7 +287,7 @@ def cmd_map(args) -> int:
 
     summary = map_file(args.file, args.out, model=args.model, frame=args.frame, stride=args.stride,
                        window=None if args.window is None else parse_window(args.window), png_prefix=args.png,
-                       progress=not args.quiet, mc_samples=args.mc_samples, seed=args.seed)
+                       progress=not args.quiet, mc_samples=args.mc_samples, seed=args.seed, unknown=not args.no_unknown)
     if args.json:
         print(json.dumps(summary, indent=1))
     else:
@@ -281,6 +368,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=int, default=64, help="structures per device batch (default 64)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_scale(p)
+    p.add_argument("--legacy-batching", action="store_true", help=argparse.SUPPRESS)  # benchmarks: former path
+    p.add_argument("--stage-times", action="store_true", help=argparse.SUPPRESS)  # benchmarks: JSON line on stderr
     p.set_defaults(func=cmd_classify)
 
     p = sub.add_parser("explain", help="attentive response maps, class template and per-atom saliency of a file",
@@ -297,8 +386,8 @@ def build_parser() -> argparse.ArgumentParser:
         "the windows that contain it. Defaults measured in docs/MAPS.md: stride 8 Å and 250-atom windows "
         "agree with PTM's labels of the pristine four-grain slab on >= 99 % of the atoms, pristine or distorted.")
     p.add_argument("file", help="ASE-readable structure file, periodic or finite")
-    p.add_argument("--out", help="write the atoms with per-atom arrays crystal_class, class_probability and "
-                   "uncertainty (extxyz, readable by ASE and OVITO)")
+    p.add_argument("--out", help="write the atoms with per-atom arrays crystal_class, class_probability, "
+                   "uncertainty, epistemic, unknown and unknown_reason (extxyz, readable by ASE and OVITO)")
     p.add_argument("--stride", type=float, default=8.0, help="grid spacing of the window centres in Å "
                    "(default 8: within 0.5 %% of stride 6 on the test slabs with 2.6x fewer windows)")
     p.add_argument("--window", help="atoms per window (e.g. 250, the default = the model's cluster size) or a "
@@ -308,9 +397,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print a JSON summary: fraction of atoms per class, timings")
     p.add_argument("--png", metavar="PREFIX", help="write PREFIX_slice.png (class and uncertainty slices) "
                    "and PREFIX_3d.png")
-    p.add_argument("--mc-samples", type=int, default=0, help="MC-dropout passes per window (default 0 = one "
-                   "deterministic pass); K > 0 adds the per-atom array 'epistemic' (mutual information, nats)")
+    p.add_argument("--mc-samples", type=int, default=8, help="MC-dropout passes per window (default 8; 0 = one "
+                   "deterministic pass, no unknown verdict); K > 0 adds the per-atom array 'epistemic' (mutual "
+                   "information, nats) and the unknown verdict")
     p.add_argument("--seed", type=int, default=0, help="seed of the MC-dropout keys (default 0)")
+    p.add_argument("--no-unknown", action="store_true", help="no unknown verdict (by default an atom is 'unknown' "
+                   "when windows flagged by the model's unknown.json gates carry over half its vote; per-atom "
+                   "arrays 'unknown' and 'unknown_reason'; docs/MAPS.md)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_map)
     return parser

@@ -98,42 +98,54 @@ class PreparedBatch:
     indices: (n_valid,) int, position in the input iterable of each valid row.
     errors: ((index, one-line message), ...) for the inputs of this batch that could not be prepared
         (``CrystalJaxError``: bad structure); they take no row.
+    clusters: the prepared ``ase.Atoms`` clusters of the valid rows (scaled positions, ``info['nn_distance']``)
+        when asked for with ``keep_clusters``, else ().
     """
 
     batch: Structure | None
     indices: np.ndarray
     errors: tuple[tuple[int, str], ...]
+    clusters: tuple = ()
 
     @property
     def n_valid(self) -> int:
         return int(len(self.indices))
 
 
-def _prepare_one(index: int, atoms, target: int, seed, scale: str = "robust",
-                 ) -> tuple[int, Structure | None, str | None]:
+def balanced_batch(n: int, batch_size: int) -> int:
+    """Rows per batch for ``n`` inputs in batches of at most ``batch_size``: as few batches as that allows, all
+    of one size (e.g. 200 in batches of <= 64 -> 4 x 50), so fixed-shape batches pad at most a few rows."""
+    n, batch_size = max(1, int(n)), max(1, int(batch_size))
+    return -(-n // -(-n // batch_size))
+
+
+def _prepare_one(index: int, atoms, target: int, seed, scale: str = "robust", keep: bool = False):
+    """(index, Structure or None, one-line error or None, the ase cluster if ``keep`` else None)."""
     try:
         if seed is not None:
             atoms = rotate(atoms, random_rotation(np.random.default_rng([*seed, index])))
-        return index, from_ase(prepare(atoms, target=target, scale=scale)), None
+        cluster = prepare(atoms, target=target, scale=scale)
+        return index, from_ase(cluster), None, cluster if keep else None
     except CrystalJaxError as err:
-        return index, None, str(err).splitlines()[0] if str(err) else type(err).__name__
+        return index, None, str(err).splitlines()[0] if str(err) else type(err).__name__, None
 
 
 def _assemble(results, batch_size: int, n_max: int | None) -> PreparedBatch:
-    good = [(i, s) for i, s, _ in results if s is not None]
-    errors = tuple((i, e) for i, s, e in results if s is None)
+    good = [(i, s, a) for i, s, _, a in results if s is not None]
+    errors = tuple((i, e) for i, s, e, _ in results if s is None)
     if not good:
         return PreparedBatch(None, np.zeros(0, np.int64), errors)
-    idx = np.array([i for i, _ in good], np.int64)
-    clusters = [s for _, s in good]
+    idx = np.array([i for i, _, _ in good], np.int64)
+    clusters = [s for _, s, _ in good]
     clusters += [clusters[-1]] * (batch_size - len(clusters))
     size = bucket_size(max(c.n_max for c in clusters)) if n_max is None else int(n_max)
-    return PreparedBatch(stack(clusters, n_max=size), idx, errors)
+    kept = tuple(a for _, _, a in good) if good[0][2] is not None else ()
+    return PreparedBatch(stack(clusters, n_max=size), idx, errors, kept)
 
 
 def iter_prepared_batches(structures: Iterable, batch_size: int = DEVICE_BATCH, *, target: int = 250,
                           workers: int = 1, prefetch: int = 2, key=None, n_max: int | None = None,
-                          scale: str = "robust") -> Iterator[PreparedBatch]:
+                          scale: str = "robust", keep_clusters: bool = False) -> Iterator[PreparedBatch]:
     """Fixed-shape batches of clusters from an iterable (or generator) of ``ase.Atoms``, prepared ahead.
 
     The inputs are read lazily in groups of ``batch_size``; up to ``prefetch`` groups beyond the one being
@@ -143,7 +155,8 @@ def iter_prepared_batches(structures: Iterable, batch_size: int = DEVICE_BATCH, 
     once per bucket met.  A structure that cannot be prepared (``CrystalJaxError``, e.g. ``StructureError``)
     is reported in ``errors`` and skipped; the others are unaffected.  ``key`` (a ``jax.random`` key) rotates
     input i by a rotation seeded by (key, i), independent of ``workers`` and batching.  ``scale``: the
-    length-scale estimator (as in :func:`prepare_structures`).  Yields
+    length-scale estimator (as in :func:`prepare_structures`).  ``keep_clusters``: also hand back the prepared
+    ``ase.Atoms`` clusters (``PreparedBatch.clusters``, for host-side features).  Yields
     :class:`PreparedBatch` in input order.
     """
     if batch_size < 1:
@@ -157,7 +170,7 @@ def iter_prepared_batches(structures: Iterable, batch_size: int = DEVICE_BATCH, 
         group = list(itertools.islice(it, batch_size))
         if not group:
             return False
-        pending.append([pool.submit(_prepare_one, i, a, target, seed, scale) for i, a in group])
+        pending.append([pool.submit(_prepare_one, i, a, target, seed, scale, keep_clusters) for i, a in group])
         return True
 
     try:
@@ -173,3 +186,18 @@ def iter_prepared_batches(structures: Iterable, batch_size: int = DEVICE_BATCH, 
             for f in futures:
                 f.cancel()
         pool.shutdown(wait=False, cancel_futures=True)
+
+
+def iter_fingerprints(structures: Iterable, batch_size: int = DEVICE_BATCH, *,
+                      detector: DetectorConfig | None = None, beam: BeamConfig | None = None,
+                      fp: FingerprintConfig | None = None, **options) -> Iterator[tuple[PreparedBatch, np.ndarray]]:
+    """(PreparedBatch, fingerprints (n_valid, n, n, 3) float32) per batch of :func:`iter_prepared_batches`
+    (``options``: its keyword arguments), imaged by one jitted function, so a run compiles once per bucket
+    and the next batch is prepared while this one is imaged."""
+    fn = jax.jit(jax.vmap(make_fingerprint_fn(detector or DetectorConfig(), beam or BeamConfig(),
+                                              fp or FingerprintConfig())))
+    for pb in iter_prepared_batches(structures, batch_size, **options):
+        if pb.batch is None:
+            yield pb, np.zeros((0,) * 4, np.float32)
+            continue
+        yield pb, np.asarray(fn(pb.batch))[:pb.n_valid]

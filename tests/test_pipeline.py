@@ -150,3 +150,21 @@ def test_prefetch_prepares_ahead_of_the_consumer():
     assert len(pulled) >= 6  # batch 0 + two prefetched batches
     rest = list(gen)
     assert [list(b.indices) for b in rest] == [[2 * k, 2 * k + 1] for k in range(1, 6)]
+
+
+def test_iter_fingerprints_equal_the_list_pipeline_and_report_bad_inputs():
+    """Streamed fingerprints (bucketed per batch) equal those of the whole list padded to one size."""
+    from crystaljax.pipeline import iter_fingerprints
+
+    good = [bulk("Fe", "bcc", a=2.87), bulk("Cu", "fcc", a=3.6), bulk("Mg", "hcp", a=3.2, c=5.2)]
+    bad = Atoms("Cu2", positions=[[0, 0, 0], [np.inf, 0, 0]])
+    ref = crystaljax.fingerprints(good, target=60)
+    parts, idx, errors = [], [], []
+    for pb, images in iter_fingerprints([good[0], bad, *good[1:]], batch_size=2, target=60):
+        assert images.shape[0] == pb.n_valid
+        parts.append(images)
+        idx += list(pb.indices)
+        errors += [i for i, _ in pb.errors]
+    assert idx == [0, 2, 3] and errors == [1]
+    np.testing.assert_allclose(np.concatenate(parts), ref, atol=1e-5)
+    assert np.abs(ref[0] - ref[1]).max() > 0.1  # bcc and fcc differ, so the order is checked
