@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import tempfile
 import time
@@ -28,70 +27,21 @@ from pathlib import Path
 
 import numpy as np
 
+from crystaljax.analysis.table1_file_path import CLASS_PROTOTYPES, classify_files, defective
+from crystaljax.analysis.table1_file_path import crystals as structures
 from crystaljax.structures import prototypes as P
-from crystaljax.structures.cluster import nn_scale, replication
+from crystaljax.structures.cluster import nn_scale
 
 ROOT = Path(__file__).resolve().parents[1]
-CLASS_PROTOTYPES = {
-    "sc": ["A_cP1_221_a"], "fcc": ["A_cF4_225_a"], "bcc": ["A_cI2_229_a"], "diam": ["A_cF8_227_a"],
-    "hex/rh": ["A_hP2_194_c", "A_hP4_194_ac", "A_hR1_166_a", "A_hR2_166_c", "A_hR3_166_ac"],
-    "bct_139": ["A_tI2_139_a"], "bct_141": ["A_tI4_141_a"],
-}
-ELEMENTS = ["Cu", "Ag", "Au", "Al", "Ni", "Fe", "W", "Mo", "Na", "K", "Ti", "Zr", "Mg", "Zn", "Sn", "In", "Pb",
-            "Si", "Ge", "C", "Pt", "Pd", "Cr", "V", "Nb", "Ta"]
 CONDITIONS = {  # name -> (sigma in Å, vacancy fraction)
     "pristine": (0.0, 0.0), "sigma_0.06A": (0.06, 0.0), "sigma_0.1A": (0.1, 0.0),
     "vacancies_40%": (0.0, 0.4), "vacancies_60%": (0.0, 0.6),
 }
 
 
-def _params(proto, rng):
-    """Free parameters drawn uniformly in the prototype's ranges, outside its windows."""
-    for _ in range(1000):
-        p = {}
-        for key, (lo, hi) in proto.ranges.items():
-            v = rng.uniform(lo, hi)
-            if key == "alpha":
-                p["c/a"] = P.hr_c_over_a(v)
-            else:
-                p[key] = v
-        full = {**proto.defaults, **p}
-        if not any(w.contains(full) for w in proto.windows):
-            return full
-    raise RuntimeError(f"no parameters outside the windows of {proto.name}")
-
-
-def structures(per_class: int, seed: int, target: int):
-    """[(class, ase.Atoms)]: pristine periodic supercells of ~target atoms."""
-    rng = np.random.default_rng(seed)
-    out = []
-    for cls, names in CLASS_PROTOTYPES.items():
-        for i in range(per_class):
-            proto = P.get_prototype(names[i % len(names)])
-            element = str(rng.choice(ELEMENTS))
-            cell = P.build(proto.name, element, params=_params(proto, rng))
-            out.append((cls, cell.repeat(replication(len(cell), cell.cell, target))))
-    return out
-
-
-def defective(atoms, sigma: float, vacancy: float, rng):
-    a = atoms.copy()
-    if vacancy:
-        n_remove = int(round(vacancy * len(a)))
-        del a[sorted(rng.choice(len(a), n_remove, replace=False).tolist())]
-    if sigma:
-        a.positions = a.positions + rng.normal(0.0, sigma, a.positions.shape)
-    a.info = {}
-    return a
-
-
 def classify(files, model: str, scale: str) -> list[dict]:
     """``crystaljax classify --json`` rows of ``files`` with ``model`` and the scale estimator ``scale``."""
-    cmd = ["crystaljax", "classify", "--json", "--quiet", "--model", model, "--scale", scale, *map(str, files)]
-    res = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
-    if res.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd[:8])} ... failed: {res.stderr[-2000:]}")
-    return json.loads(res.stdout)
+    return classify_files(files, model, scale=scale, cwd=ROOT)
 
 
 BIAS_LATTICES = {
