@@ -1,7 +1,10 @@
 """Per-atom crystal maps: window geometry, robust scale, seeded lattice orientation, and the map itself on a
-small bicrystal (fcc | bcc) and a periodic crystal with the shipped model."""
+small bicrystal (fcc | bcc) and a periodic crystal with the shipped model; the map's unknown verdict (forced
+thresholds, the vote rule, and a crystal | gas slab)."""
 
+import copy
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -180,7 +183,7 @@ def test_bicrystal_map_is_right_away_from_the_interface_and_unsure_at_it(bicryst
 
 def test_mc_dropout_adds_epistemic_uncertainty_highest_at_the_interface(classifier, bicrystal_map):
     atoms, truth, res = bicrystal_map
-    mc = mapping.map_atoms(atoms, classifier, stride=8.0, mc_samples=4, seed=1)
+    mc = mapping.map_atoms(atoms, classifier, stride=8.0, mc_samples=4, seed=1, unknown=False)
     assert mc.epistemic is not None and mc.epistemic.shape == (len(atoms),) and np.all(mc.epistemic >= 0)
     assert res.epistemic is None  # deterministic map: no fake zeros
     x = np.abs(atoms.positions[:, 0])
@@ -223,12 +226,15 @@ def test_extxyz_round_trip(tmp_path, bicrystal_map):
 
 
 def test_cli_map_json_out_and_pictures(tmp_path, classifier, monkeypatch, capsys):
+    """Default map (MC dropout, unknown verdict): with thresholds that flag everything every atom is
+    ``unknown`` in the file and the JSON fractions; ``--no-unknown`` gives the classes back."""
     from ase.io import read, write
 
     from crystaljax import cli
     from crystaljax.learn.classifier import Classifier
 
-    monkeypatch.setattr(Classifier, "load", classmethod(lambda cls, name=None: classifier))
+    flag_all = _with_thresholds(classifier, tmp_path, FLAG_ALL)
+    monkeypatch.setattr(Classifier, "load", classmethod(lambda cls, name=None: flag_all))
     atoms = bulk("Cu", "fcc", a=3.61, cubic=True).repeat((4, 4, 4))
     write(tmp_path / "cu.xyz", atoms, format="extxyz")
     out = tmp_path / "cu_map.extxyz"
@@ -236,11 +242,20 @@ def test_cli_map_json_out_and_pictures(tmp_path, classifier, monkeypatch, capsys
                    "--png", str(tmp_path / "cu")])
     assert rc == 0
     summary = json.loads(capsys.readouterr().out)
-    assert summary["n_atoms"] == len(atoms) and summary["fractions"]["fcc"] == 1.0
+    assert summary["n_atoms"] == len(atoms) and summary["mc_samples"] > 0
+    assert summary["fractions"]["unknown"] == 1.0 and summary["fractions"]["fcc"] == 0.0
+    assert summary["unknown_reasons"]["low confidence"] == 1.0
     back = read(out)
-    assert set(back.arrays["crystal_class"]) == {"fcc"}
+    assert set(back.arrays["crystal_class"]) == {"unknown"} and np.all(back.arrays["unknown"] == 1)
+    assert set(back.arrays["unknown_reason"]) == {"low_confidence"}
     for p in summary["pictures"]:
         assert (tmp_path / p).stat().st_size > 10_000
+    rc = cli.main(["map", str(tmp_path / "cu.xyz"), "--out", str(out), "--stride", "7", "--json", "--quiet",
+                   "--no-unknown"])
+    summary = json.loads(capsys.readouterr().out)
+    assert rc == 0 and summary["fractions"]["fcc"] == 1.0 and "unknown" not in summary["fractions"]
+    back = read(out)
+    assert set(back.arrays["crystal_class"]) == {"fcc"} and "unknown" not in back.arrays
 
 
 def test_cli_map_bad_input_is_one_line(tmp_path, capsys):
@@ -254,7 +269,7 @@ def test_cli_map_bad_input_is_one_line(tmp_path, capsys):
     assert "--window" in capsys.readouterr().err
 
 
-def test_ovito_modifier_adds_the_three_properties(classifier, bicrystal_map):
+def test_ovito_modifier_adds_the_three_properties(classifier, bicrystal_map, tmp_path):
     ovito = pytest.importorskip("ovito", reason="ovito not installed (optional extra crystaljax[ovito])")
     from ovito.io.ase import ase_to_ovito
     from ovito.pipeline import Pipeline, StaticSource
@@ -262,7 +277,7 @@ def test_ovito_modifier_adds_the_three_properties(classifier, bicrystal_map):
     from crystaljax.analysis.ovito_modifier import CrystalMapModifier
 
     atoms, _, res = bicrystal_map
-    mod = CrystalMapModifier(stride=8.0)
+    mod = CrystalMapModifier(stride=8.0, mc_samples=0)
     mod._classifier = classifier
     pipeline = Pipeline(source=StaticSource(data=ase_to_ovito(atoms)))
     pipeline.modifiers.append(mod)
@@ -272,4 +287,152 @@ def test_ovito_modifier_adds_the_three_properties(classifier, bicrystal_map):
     assert [names[int(i)] for i in np.asarray(prop)] == list(res.crystal_class)
     np.testing.assert_allclose(np.asarray(data.particles["class_probability"]), res.class_probability, atol=1e-5)
     np.testing.assert_allclose(np.asarray(data.particles["uncertainty"]), res.uncertainty, atol=1e-5)
+    assert "unknown" not in data.particles.keys()
     assert ovito.version[0] >= 3
+    # the default modifier (MC dropout, verdict on) gives ``unknown`` in crystal_class where the map does
+    mod = CrystalMapModifier(stride=7.0, mc_samples=2)
+    mod._classifier = _with_thresholds(classifier, tmp_path, FLAG_ALL)
+    pipeline = Pipeline(source=StaticSource(data=ase_to_ovito(bulk("Fe", "bcc", a=2.87, cubic=True).repeat(5))))
+    pipeline.modifiers.append(mod)
+    data = pipeline.compute()
+    prop = data.particles["crystal_class"]
+    names = {t.id: t.name for t in prop.types}
+    assert {names[int(i)] for i in np.asarray(prop)} == {"unknown"}
+    assert np.all(np.asarray(data.particles["unknown"]) == 1)
+    reasons = {t.id: t.name for t in data.particles["unknown_reason"].types}
+    assert {reasons[int(i)] for i in np.asarray(data.particles["unknown_reason"])} == {"low confidence"}
+
+
+# ------------------------------------------------------------------------------------------ unknown verdict
+
+#: Thresholds that flag every window (no probability reaches 1.01) and ones that flag none.
+FLAG_ALL = {"sro": 1e9, "image_concentration": -1.0, "crystallinity": -1.0, "confidence": 1.01,
+            "mutual_information": 1e9}
+FLAG_NONE = {"sro": 1e9, "image_concentration": -1.0, "crystallinity": -1.0, "confidence": 0.0,
+             "mutual_information": 1e9}
+
+
+def _with_thresholds(classifier, tmp_path, thresholds):
+    """The classifier (same compiled functions) with the thresholds of a temp copy of its model directory
+    whose unknown.json holds ``thresholds`` (None: the copy has no unknown.json)."""
+    from crystaljax.learn import checkpoint
+    from crystaljax.learn.novelty import THRESHOLDS_FILE, load_thresholds
+
+    model_dir = tmp_path / f"model_{len(list(tmp_path.glob('model_*')))}"
+    shutil.copytree(checkpoint.resolve_model_dir("default"), model_dir)
+    (model_dir / THRESHOLDS_FILE).unlink(missing_ok=True)
+    if thresholds is not None:
+        (model_dir / THRESHOLDS_FILE).write_text(json.dumps(thresholds))
+    clf = copy.copy(classifier)
+    clf.unknown_thresholds = load_thresholds(model_dir)
+    return clf
+
+
+def test_vote_unknown_is_the_weighted_majority_of_flagged_windows():
+    # atom 0: flagged windows carry 0.6 of its weight -> unknown; atom 1: 0.4 -> known; atom 2: exactly 1/2 ->
+    # known (the share must exceed 1/2); atom 3 is in no window and takes its nearest window's verdict
+    atom = np.array([[0, 1, 2], [0, 1, 2], [0, 0, 0]])
+    wgt = np.array([[0.6, 0.4, 0.5], [0.4, 0.6, 0.5], [0.0, 0.0, 0.0]])
+    flagged = np.array([True, False, False])
+    reason = ["non-crystalline", "", ""]
+    unknown, why, share = mapping.vote_unknown(flagged, reason, atom, wgt, 4, np.array([[3, 0]]))
+    np.testing.assert_allclose(share, [0.6, 0.4, 0.5, 1.0])
+    assert list(unknown) == [True, False, False, True]
+    assert list(why) == ["non-crystalline", "", "", "non-crystalline"]
+    # the reason is the one whose windows weigh most; a tie goes to the classifier's gate order (REASONS)
+    unknown, why, _ = mapping.vote_unknown(np.array([True, True, False]), ["low confidence", "non-crystalline", ""],
+                                           atom, wgt, 3)
+    assert list(why) == ["low confidence", "non-crystalline", "non-crystalline"] and unknown.all()
+
+
+def test_window_host_gates_flag_ordering_and_gas_but_not_segregation_or_random_alloys():
+    """Host gates on single windows with the thresholds of the shipped unknown.json's kind (sro 0.24,
+    crystallinity 0.25): a rock-salt window is an ordered compound, a window across a Cu | Fe grain boundary
+    (large scalar SRO of segregation) and a random CuAu fcc alloy are not, a gas window is no crystal."""
+    from crystaljax.learn.novelty import Thresholds
+
+    rng = np.random.default_rng(0)
+    nacl = bulk("NaCl", "rocksalt", a=5.64, cubic=True).repeat(5)
+    alloy = bulk("Cu", "fcc", a=3.7, cubic=True).repeat(5)
+    alloy.numbers[rng.random(len(alloy)) < 0.5] = 79
+    interface, _ = bicrystal()
+    gas = Atoms(numbers=np.full(600, 18), positions=rng.uniform(0, 20, (600, 3)))
+    cases = [(nacl, 2.82), (interface, 2.5), (alloy, 3.7 / np.sqrt(2)), (gas, 1.7)]
+    feats = []
+    for atoms, d in cases:
+        pos = atoms.positions
+        centre = pos.mean(axis=0, keepdims=True)
+        idx, valid, _ = mapping.gather_windows(pos, np.arange(len(pos)), centre, 250)
+        feats.append(mapping.window_host_features(pos, atoms.numbers, idx, valid, np.array([d])))
+    host = {k: np.concatenate([f[k] for f in feats]) for k in feats[0]}
+    assert host["sro"][0] > 0.9 and host["unlike_alpha"][0] == pytest.approx(-0.5, abs=0.05)
+    assert host["sro"][1] > 0.3 and host["unlike_alpha"][1] > 0.3  # segregation: large SRO, unlike pairs avoided
+    assert host["sro"][2] < 0.15
+    assert host["crystallinity"][:3].min() > 0.9 and host["crystallinity"][3] < 0.25
+    th = Thresholds(sro=0.24, crystallinity=0.25)
+    v = mapping.window_verdict(th, concentration=np.ones(4), confidence=np.ones(4), mutual_information=np.zeros(4),
+                               host=host)
+    assert v.reason == ["ordered compound", "", "", "unknown crystal"]
+
+
+@pytest.fixture(scope="module")
+def small_bcc():
+    return bulk("Fe", "bcc", a=2.87, cubic=True).repeat((5, 5, 5))  # 250 atoms, 8 windows at stride 7
+
+
+def test_forced_thresholds_flag_every_atom_or_none(classifier, small_bcc, tmp_path):
+    atoms = small_bcc
+    flag_all = mapping.map_atoms(atoms, _with_thresholds(classifier, tmp_path, FLAG_ALL), stride=7.0, mc_samples=2)
+    assert flag_all.info["unknown_verdict"] == "on"
+    assert np.all(flag_all.unknown) and np.all(flag_all.crystal_class == "unknown")
+    assert set(flag_all.unknown_reason) == {"low confidence"} and np.all(flag_all.window_unknown)
+    assert flag_all.fractions()["unknown"] == 1.0 and sum(flag_all.fractions().values()) == pytest.approx(1.0)
+    assert np.all(flag_all.class_probability > 0.5)  # the class probabilities are still there
+    none = mapping.map_atoms(atoms, _with_thresholds(classifier, tmp_path, FLAG_NONE), stride=7.0, mc_samples=2)
+    assert not none.unknown.any() and set(none.unknown_reason) == {""} and np.all(none.crystal_class == "bcc")
+    assert none.fractions()["unknown"] == 0.0
+    # the window gates use the window's own numbers: a confidence threshold between the windows' MC mean
+    # probabilities flags exactly the windows below it
+    mid = float(np.median(none.window_probabilities.max(axis=1)))
+    some = mapping.map_atoms(atoms, _with_thresholds(classifier, tmp_path, {**FLAG_NONE, "confidence": mid}),
+                             stride=7.0, mc_samples=2)
+    np.testing.assert_array_equal(some.window_unknown, none.window_probabilities.max(axis=1) < mid)
+    # no unknown.json: the verdict runs and flags nothing (as the classifier); no MC or --no-unknown: no verdict
+    bare = _with_thresholds(classifier, tmp_path, None)
+    assert bare.unknown_thresholds is None
+    res = mapping.map_atoms(atoms, bare, stride=7.0, mc_samples=2)
+    assert res.info["unknown_verdict"] == "no thresholds" and not res.unknown.any()
+    flag_all_clf = _with_thresholds(classifier, tmp_path, FLAG_ALL)
+    for kw in ({"mc_samples": 0}, {"mc_samples": 2, "unknown": False}):
+        off = mapping.map_atoms(atoms, flag_all_clf, stride=7.0, **kw)
+        assert off.unknown is None and off.info["unknown_verdict"] == "off" and "unknown" not in off.fractions()
+        assert np.all(off.crystal_class == "bcc")
+
+
+def test_unknown_arrays_round_trip_through_extxyz(classifier, small_bcc, tmp_path):
+    from ase.io import read, write
+
+    res = mapping.map_atoms(small_bcc, _with_thresholds(classifier, tmp_path, FLAG_ALL), stride=7.0, mc_samples=2)
+    write(tmp_path / "m.extxyz", res.to_atoms(small_bcc), format="extxyz")
+    back = read(tmp_path / "m.extxyz")
+    assert list(back.arrays["crystal_class"]) == ["unknown"] * len(small_bcc)
+    assert list(back.arrays["unknown"]) == [1] * len(small_bcc)
+    assert list(back.arrays["unknown_reason"]) == ["low_confidence"] * len(small_bcc)
+    assert list(mapping.file_reason(["", "non-crystalline", "low confidence"])) == [
+        "none", "non-crystalline", "low_confidence"]
+
+
+def test_gas_half_of_a_crystal_gas_slab_is_unknown_and_the_crystal_half_is_not(classifier):
+    """Finite slab: fcc Cu (x < 0) next to a uniform random gas of the same density (x > 0); shipped
+    thresholds.  Atoms more than 4 Å from the interface: the crystal's are known, the gas's mostly unknown."""
+    cu = bulk("Cu", "fcc", a=3.61, cubic=True).repeat((6, 6, 6))
+    length = float(cu.cell[0, 0])
+    crystal = cu.positions - cu.cell.sum(axis=0) / 2 - [length / 2, 0, 0]
+    gas = np.random.default_rng(0).uniform(-length / 2, length / 2, crystal.shape) + [length / 2, 0, 0]
+    atoms = Atoms(numbers=np.full(2 * len(crystal), 29), positions=np.concatenate([crystal, gas]))
+    res = mapping.map_atoms(atoms, classifier, stride=8.0, mc_samples=8)
+    assert res.info["unknown_verdict"] == "on"
+    x = atoms.positions[:, 0]
+    assert res.unknown[x < -4.0].mean() < 0.2
+    assert res.unknown[x > 4.0].mean() > 0.5
+    assert np.mean(res.crystal_class[x < -4.0] == "fcc") > 0.8

@@ -26,6 +26,12 @@ Method (all host work vectorised over windows; the device work in fixed-size jit
    radius.  ``uncertainty`` = the entropy (nats) of that per-atom mixture, so it is high where windows
    disagree (grain boundaries) as well as where single windows are unsure; with ``mc_samples`` > 0 (MC
    dropout) the weighted mean of the windows' ``Prediction.mutual_information`` is added as ``epistemic``.
+7. Unknown verdict (``mc_samples`` > 0 and a model with thresholds, :mod:`crystaljax.learn.novelty`): each
+   window gets the classifier's gates on its own numbers with the model's thresholds (:func:`window_verdict`:
+   ordered compound (counted only for ordering, not segregation), non-crystalline, unknown crystal, low
+   confidence), and an atom is ``unknown`` when the vote-weighted share of flagged windows covering it (the
+   weights of step 6) exceeds 1/2; its reason is the reason with the largest weighted share.  A model
+   without thresholds flags nothing.
 """
 
 from __future__ import annotations
@@ -45,6 +51,18 @@ DEFAULT_STRIDE = 8.0
 DEFAULT_SIGMA = 0.5
 #: Windows per device chunk (bounded memory: chunk x n_max x 3 floats on the host, the fingerprint per chunk).
 DEFAULT_CHUNK = 256
+#: MC dropout passes per window of ``crystaljax map`` (the unknown verdict needs them; cost in docs/MAPS.md).
+DEFAULT_MC_SAMPLES = 8
+#: The per-atom class of atoms the unknown verdict flags.
+UNKNOWN = "unknown"
+#: An atom is unknown when the vote-weighted share of flagged windows covering it exceeds this.
+UNKNOWN_SHARE = 0.5
+
+
+def file_reason(reason) -> np.ndarray:
+    """(N,) extxyz spelling of unknown reasons: spaces -> underscores, '' (known) -> ``none``."""
+    r = np.char.replace(np.asarray(reason, dtype="U24"), " ", "_")
+    return np.where(r == "", "none", r).astype("U24")
 
 
 @dataclass
@@ -63,6 +81,11 @@ class MapResult:
     window_radius:         (W,) Å, distance of the farthest atom of each window from its centre.
     window_scale:          (W,) Å, nearest-neighbour distance used to scale each window.
     epistemic:             (N,) mean mutual information of the covering windows, or None.
+    unknown:               (N,) bool, the atom's unknown verdict (step 7), or None when the verdict is off.
+    unknown_reason:        (N,) str, the reason of that verdict ('' when known), or None.
+    unknown_share:         (N,) vote-weighted share of flagged windows covering the atom, or None.
+    window_unknown:        (W,) bool, the window verdicts, or None.
+    window_reason:         (W,) str, their reasons ('' when known), or None.
     info:                  parameters and timings (s).
     """
 
@@ -77,6 +100,11 @@ class MapResult:
     window_scale: np.ndarray
     epistemic: np.ndarray | None = None
     info: dict[str, Any] = field(default_factory=dict)
+    unknown: np.ndarray | None = None
+    unknown_reason: np.ndarray | None = None
+    unknown_share: np.ndarray | None = None
+    window_unknown: np.ndarray | None = None
+    window_reason: np.ndarray | None = None
 
     @property
     def class_index(self) -> np.ndarray:
@@ -84,16 +112,23 @@ class MapResult:
 
     @property
     def crystal_class(self) -> np.ndarray:
-        return np.asarray(self.classes, dtype=object)[self.class_index].astype(str)
+        """(N,) str: the most probable class, or ``unknown`` where the verdict flags the atom."""
+        names = np.asarray(self.classes, dtype=object)[self.class_index].astype(str).astype("U16")
+        return names if self.unknown is None else np.where(self.unknown, UNKNOWN, names)
 
     @property
     def class_probability(self) -> np.ndarray:
+        """(N,) probability of the most probable class (of the 7, also where the atom is ``unknown``)."""
         return np.max(self.probabilities, axis=1)
 
     def fractions(self) -> dict[str, float]:
-        """Fraction of atoms per class (every class listed, in model order)."""
-        counts = np.bincount(self.class_index, minlength=len(self.classes))
-        return {c: float(n) / max(1, len(self.probabilities)) for c, n in zip(self.classes, counts)}
+        """Fraction of atoms per class (every class listed, in model order; ``unknown`` too, after them, when
+        the verdict is on; unknown atoms count only there, so the fractions sum to 1)."""
+        index = self.class_index if self.unknown is None else np.where(self.unknown, len(self.classes),
+                                                                        self.class_index)
+        names = (*self.classes, *(() if self.unknown is None else (UNKNOWN,)))
+        counts = np.bincount(index, minlength=len(names))
+        return {c: float(k) / max(1, len(self.probabilities)) for c, k in zip(names, counts)}
 
     def summary(self) -> dict[str, Any]:
         """JSON-ready statistics: atoms, windows, fraction per class, mean probability and uncertainty."""
@@ -104,18 +139,34 @@ class MapResult:
             "mean_class_probability": float(np.mean(self.class_probability)) if len(self.probabilities) else 0.0,
             "mean_uncertainty": float(np.mean(self.uncertainty)) if len(self.probabilities) else 0.0,
             **({"mean_epistemic": float(np.mean(self.epistemic))} if self.epistemic is not None else {}),
+            **({"unknown_reasons": self.reason_fractions()} if self.unknown is not None else {}),
             **{k: v for k, v in self.info.items() if isinstance(v, (int, float, str, bool))},
         }
 
+    def reason_fractions(self) -> dict[str, float]:
+        """Fraction of atoms per unknown reason (:data:`crystaljax.learn.novelty.REASONS`); {} when off."""
+        from crystaljax.learn.novelty import REASONS
+
+        if self.unknown_reason is None:
+            return {}
+        n = max(1, len(self.probabilities))
+        return {r: float(np.sum(self.unknown_reason == r)) / n for r in REASONS}
+
     def to_atoms(self, atoms):
         """A copy of ``atoms`` with per-atom arrays ``crystal_class`` (str), ``class_probability``,
-        ``uncertainty`` (and ``epistemic`` when present), for ``ase.io.write(..., format='extxyz')``."""
+        ``uncertainty`` (and ``epistemic``, ``unknown`` (int 0/1) and ``unknown_reason`` when present), for
+        ``ase.io.write(..., format='extxyz')``.  extxyz columns are whitespace-separated, so the file's
+        ``unknown_reason`` spells a reason with underscores (``low_confidence``) and a known atom ``none``
+        (:func:`file_reason`)."""
         out = atoms.copy()
         out.new_array("crystal_class", self.crystal_class.astype("U16"))
         out.new_array("class_probability", self.class_probability.astype(np.float64))
         out.new_array("uncertainty", self.uncertainty.astype(np.float64))
         if self.epistemic is not None:
             out.new_array("epistemic", self.epistemic.astype(np.float64))
+        if self.unknown is not None:
+            out.new_array("unknown", self.unknown.astype(np.int32))
+            out.new_array("unknown_reason", file_reason(self.unknown_reason))
         return out
 
 
@@ -430,12 +481,95 @@ def build_batch(points: np.ndarray, numbers: np.ndarray, idx: np.ndarray, valid:
     return Structure(out_pos, out_num, out_mask, np.zeros((w, n_max), np.int32), scale.astype(np.float32))
 
 
+# ------------------------------------------------------------------------------------------------ unknown verdict
+
+
+def window_host_features(points: np.ndarray, numbers: np.ndarray, idx: np.ndarray, valid: np.ndarray,
+                         shell_scale: np.ndarray) -> dict[str, np.ndarray]:
+    """(W,) host numbers of each window as a finite cluster, those of
+    :func:`crystaljax.structures.order.host_features` (``n_species``, ``sro``, ``crystallinity``) plus
+    ``unlike_alpha`` = sum over unlike species pairs of c_a c_b alpha_ab (Warren-Cowley): < 0 when unlike
+    neighbours are preferred (ordering: rock salt -1/2, L1_2 -1/8), > 0 when avoided (two elemental grains
+    meeting in the window).  The first shell is cut at ``SHELL`` x ``shell_scale`` (W,) Å (the map's robust
+    window scale, so no per-window neighbour-distance statistic); numbers: (M,) atomic numbers of ``points``.
+    A loop over windows of vectorised numpy (~20-30 ms each, mostly the q6 spherical harmonics)."""
+    from ase import Atoms
+    from scipy.spatial import cKDTree
+
+    from crystaljax.structures.order import SHELL, crystallinity, short_range_order, warren_cowley
+
+    out = {name: np.zeros(len(idx)) for name in ("n_species", "sro", "unlike_alpha", "crystallinity")}
+    for w in range(len(idx)):
+        sel = idx[w, valid[w]]
+        pos = points[sel]
+        pairs = cKDTree(pos).query_pairs(SHELL * float(shell_scale[w]), output_type="ndarray")
+        i = np.concatenate([pairs[:, 0], pairs[:, 1]]).astype(int)
+        j = np.concatenate([pairs[:, 1], pairs[:, 0]]).astype(int)
+        bonds = (i, j, pos[j] - pos[i])
+        cluster = Atoms(numbers=numbers[sel], positions=pos)
+        species, alpha, _ = warren_cowley(cluster, bonds=bonds)
+        c = np.unique(numbers[sel], return_counts=True)[1] / len(sel)
+        out["n_species"][w] = len(species)
+        out["unlike_alpha"][w] = float(np.sum((c[:, None] * c[None, :] * alpha)[~np.eye(len(c), dtype=bool)]))
+        out["sro"][w] = short_range_order(cluster, bonds=bonds)
+        out["crystallinity"][w] = crystallinity(cluster, bonds=bonds)
+    return out
+
+
+def window_verdict(thresholds, *, concentration: np.ndarray, confidence: np.ndarray,
+                   mutual_information: np.ndarray, host: dict[str, np.ndarray] | None = None):
+    """:func:`crystaljax.learn.novelty.verdict` of W windows from their own numbers: ``concentration`` (W,)
+    image concentration of the window's fingerprint, ``confidence`` (W,) MC mean probability of the predicted
+    class, ``mutual_information`` (W,) nats, ``host`` (:func:`window_host_features`; None = the host gates
+    ordered compound and unknown crystal do not fire).  ``thresholds`` None: nothing is flagged.
+
+    The ordered-compound gate counts a window's species only when its unlike pairs are ordered
+    (``unlike_alpha`` < 0): a window across the boundary of two elemental grains (Cu | Fe) has the large
+    scalar SRO of segregation although every atom belongs to an elemental crystal."""
+    from crystaljax.learn.novelty import verdict
+
+    w = len(confidence)
+    host = host or {"n_species": np.ones(w), "sro": np.zeros(w), "unlike_alpha": np.zeros(w),
+                    "crystallinity": np.ones(w)}
+    n_species = np.where(np.asarray(host["unlike_alpha"]) < 0, host["n_species"], 1)
+    return verdict(thresholds, n_species=n_species, sro=host["sro"], image_concentration=concentration,
+                   crystallinity=host["crystallinity"], confidence=confidence, mutual_information=mutual_information)
+
+
+def vote_unknown(window_unknown: np.ndarray, window_reason, atom: np.ndarray, wgt: np.ndarray, n_atoms: int,
+                 nearest: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-atom verdict from window verdicts: share (N,) = sum of the vote weights ``wgt`` (W, K) of the
+    flagged windows covering the atom / sum of all its weights; unknown = share > :data:`UNKNOWN_SHARE`;
+    reason = the reason whose windows carry the largest weight ('' when known; a tie goes to the first in
+    :data:`crystaljax.learn.novelty.REASONS`, the classifier's gate order).  ``atom`` (W, K) atom index
+    of each window slot; ``nearest`` (n_missing, 2): (atom, window) pairs for atoms in no window.
+    Returns (unknown (N,) bool, reason (N,) str, share (N,))."""
+    from crystaljax.learn.novelty import REASONS
+
+    k = atom.shape[1]
+    flat_atom, flat_w = atom.ravel(), wgt.ravel()
+    total = np.bincount(flat_atom, weights=flat_w, minlength=n_atoms)
+    reason_w = np.asarray(window_reason, dtype=object)
+    by_reason = np.stack([np.bincount(flat_atom, weights=flat_w * np.repeat(reason_w == r, k), minlength=n_atoms)
+                          for r in REASONS], axis=1)
+    flagged = np.bincount(flat_atom, weights=flat_w * np.repeat(np.asarray(window_unknown, float), k),
+                          minlength=n_atoms)
+    share = flagged / np.maximum(total, 1e-300)
+    if nearest is not None and len(nearest):
+        share[nearest[:, 0]] = np.asarray(window_unknown, float)[nearest[:, 1]]
+        by_reason[nearest[:, 0]] = np.stack([reason_w[nearest[:, 1]] == r for r in REASONS], axis=1)
+    unknown = share > UNKNOWN_SHARE
+    reason = np.where(unknown, np.asarray(REASONS, dtype="U24")[np.argmax(by_reason, axis=1)], "")
+    return unknown, reason.astype("U24"), share
+
+
 # ------------------------------------------------------------------------------------------------ the map
 
 
 def map_atoms(atoms, classifier=None, *, stride: float = DEFAULT_STRIDE, window=None, sigma: float = DEFAULT_SIGMA,
               orient: str = "lattices", scale_method: str = "median", chunk: int = DEFAULT_CHUNK,
-              batch_size: int = 64, progress: bool = False, mc_samples: int = 0, seed: int = 0) -> MapResult:
+              batch_size: int = 64, progress: bool = False, mc_samples: int = 0, seed: int = 0,
+              unknown: bool = True, unknown_host: bool = True) -> MapResult:
     """Per-atom crystal classes, probabilities and uncertainty of a large structure (see module docstring).
 
     atoms:      ``ase.Atoms``, periodic (all three directions) or finite; positions in Å.
@@ -452,6 +586,10 @@ def map_atoms(atoms, classifier=None, *, stride: float = DEFAULT_STRIDE, window=
     chunk:      windows built and classified per step (memory bound); batch_size: windows per device call.
     mc_samples: K > 0: K MC-dropout passes per window (``Classifier.predict``; window i uses key
                 fold_in(seed, i)); adds ``epistemic`` = the windows' mutual information, vote-weighted.
+    unknown:    with ``mc_samples`` > 0, the unknown verdict (module docstring, step 7) with the classifier's
+                ``unknown_thresholds`` (None: nothing flagged); off with ``mc_samples`` = 0 (the thresholds
+                are for MC probabilities) or ``unknown=False``.  ``unknown_host``: also the host gates ordered
+                compound and unknown crystal (:func:`window_host_features`, a host loop over windows).
     """
     from scipy.spatial import cKDTree
 
@@ -513,21 +651,38 @@ def map_atoms(atoms, classifier=None, *, stride: float = DEFAULT_STRIDE, window=
         from tqdm import tqdm
 
         steps = tqdm(steps, total=-(-w // chunk), unit="chunk", desc=f"map {w} windows", leave=False)
+    verdict_on = bool(unknown) and mc_samples > 0
+    th = classifier.unknown_thresholds if verdict_on else None
+    concentration = np.ones(w)
     for start in steps:
         sl = slice(start, min(start + chunk, w))
         batch = build_batch(points, numbers, idx[sl], valid[sl], scale[sl], n_max,
                             None if rotations is None else rotations[sl])
-        if mc_samples > 0:
-            pred = classifier.predict(batch, batch_size=batch_size, mc_samples=int(mc_samples), key=int(seed),
-                                      start=start)
+        if mc_samples > 0:  # fingerprints once, kept for the image-concentration gate
+            images = classifier.images(batch, batch_size=batch_size)
+            pred = classifier.predict_images(images, batch_size=batch_size, mc_samples=int(mc_samples),
+                                             key=int(seed), start=start)
+            mi = np.zeros(w, np.float32) if mi is None else mi
+            mi[sl] = pred.mutual_information
+            if th is not None:
+                from crystaljax.structures.order import image_concentration
+
+                concentration[sl] = [image_concentration(im) for im in images]
         else:
             pred = classifier.predict(batch, batch_size=batch_size)
         probs[sl] = pred.probabilities
-        extra = getattr(pred, "mutual_information", None) if mc_samples > 0 else None
-        if extra is not None:
-            mi = np.zeros(w, np.float32) if mi is None else mi
-            mi[sl] = np.asarray(extra() if callable(extra) else extra)
     t_device = time.perf_counter() - t0 - t_host - t_orient
+    t1 = time.perf_counter()
+    host = None
+    if th is not None and unknown_host:
+        from crystaljax.structures.cluster import ROBUST_NEIGHBOURS
+
+        shell = scale if scale_method == "robust" else robust_window_scale(
+            neighbour_table(points, owner, n, ROBUST_NEIGHBOURS, tree)[owner], idx, valid)
+        host = window_host_features(points, numbers, idx, valid, shell)
+    wv = window_verdict(th, concentration=concentration, confidence=probs.max(axis=1), mutual_information=mi,
+                        host=host) if verdict_on else None
+    t_gates = time.perf_counter() - t1
 
     # per-atom vote: Gaussian weight on the distance to the window centre
     t2 = time.perf_counter()
@@ -540,14 +695,19 @@ def map_atoms(atoms, classifier=None, *, stride: float = DEFAULT_STRIDE, window=
     total = np.bincount(flat_atom, weights=flat_w, minlength=n)
     coverage = np.bincount(flat_atom[valid.ravel()], minlength=n)
     missing = total <= 0
+    nearest = np.zeros((0, 2), int)
     if missing.any():  # atoms in no window: the window whose centre is nearest
         _, near = cKDTree(centres).query(points[_first_points(owner, n)[missing]])
         acc[missing] = probs[near]
         total[missing] = 1.0
+        nearest = np.stack([np.flatnonzero(missing), near], axis=1)
     per_atom = acc / total[:, None]
     epistemic = None
     if mi is not None:
         epistemic = np.bincount(flat_atom, weights=flat_w * np.repeat(mi, k), minlength=n) / np.maximum(total, 1e-12)
+    verdict_atoms = (None, None, None)
+    if wv is not None:
+        verdict_atoms = vote_unknown(wv.unknown, wv.reason, atom, wgt, n, nearest)
     t_vote = time.perf_counter() - t2
     info = {
         "stride": float(stride), "window": window if isinstance(window, (int, np.integer)) else float(window),
@@ -555,11 +715,15 @@ def map_atoms(atoms, classifier=None, *, stride: float = DEFAULT_STRIDE, window=
         "periodic": periodic,
         "time_host_s": t_host, "time_orient_s": t_orient, **orient_info, "time_device_s": t_device,
         "time_vote_s": t_vote, "time_total_s": time.perf_counter() - t0,
+        "unknown_verdict": ("off" if not verdict_on else "no thresholds" if th is None
+                            else "on" if host is not None else "on (no host gates)"),
+        **({"time_gates_s": t_gates} if verdict_on else {}),
     }
     if isinstance(info["window"], np.integer):
         info["window"] = int(info["window"])
     return MapResult(classifier.classes, per_atom.astype(np.float32), _entropy(per_atom), coverage, centres,
-                     probs, _entropy(probs), radius, scale, epistemic, info)
+                     probs, _entropy(probs), radius, scale, epistemic, info, *verdict_atoms,
+                     None if wv is None else wv.unknown, None if wv is None else np.asarray(wv.reason, dtype="U24"))
 
 
 # ------------------------------------------------------------------------------------------------ files
@@ -585,10 +749,11 @@ def parse_window(text) -> int | float:
 
 
 def map_file(path, out=None, *, model=None, frame: int = 0, stride: float = DEFAULT_STRIDE, window=None,
-             png_prefix=None, progress: bool = False, title: str = "", credit: str = "", mc_samples: int = 0,
-             seed: int = 0) -> dict[str, Any]:
+             png_prefix=None, progress: bool = False, title: str = "", credit: str = "",
+             mc_samples: int = DEFAULT_MC_SAMPLES, seed: int = 0, unknown: bool = True) -> dict[str, Any]:
     """Read frame ``frame`` of ``path``, map it (:func:`map_atoms`), write ``out`` (extxyz with the per-atom
-    arrays) and, with ``png_prefix``, the pictures; returns :meth:`MapResult.summary` plus the paths written."""
+    arrays) and, with ``png_prefix``, the pictures; returns :meth:`MapResult.summary` plus the paths written.
+    ``mc_samples``, ``seed``, ``unknown``: as in :func:`map_atoms` (default: MC dropout with the verdict on)."""
     from crystaljax.errors import InputFileError
     from crystaljax.learn.classifier import Classifier
     from crystaljax.structures.io import read_structures
@@ -598,7 +763,8 @@ def map_file(path, out=None, *, model=None, frame: int = 0, stride: float = DEFA
         raise InputFileError(f"{path}: frame {frame} requested but the file has {len(frames)} frame(s)")
     atoms = frames[frame]
     clf = Classifier.load(model)
-    result = map_atoms(atoms, clf, stride=stride, window=window, progress=progress, mc_samples=mc_samples, seed=seed)
+    result = map_atoms(atoms, clf, stride=stride, window=window, progress=progress, mc_samples=mc_samples, seed=seed,
+                       unknown=unknown)
     summary = {"file": str(path), "frame": int(frame), "model": str(model or "default"), **result.summary()}
     if out is not None:
         from ase.io import write
