@@ -232,3 +232,23 @@ def test_sphere_cluster_does_not_depend_on_the_input_cell():
 def test_unknown_shape_rejected():
     with pytest.raises(ValueError, match="shape"):
         build_cluster(bulk("Cu", "fcc", a=3.6), shape="cube")
+
+
+def test_a_periodic_box_is_oriented_by_its_crystal_not_by_the_box(monkeypatch):
+    """hcp Zn (c/a 1.86) as a 252-atom 6x7x3 box: the box's reduced lattice has c shorter than 6a and 7a,
+    so orienting by the box puts c along x; the box route orients the ball by the crystal's lattice and
+    gives the primitive cell's fingerprint."""
+    from ase.build import bulk
+
+    from crystaljax import pipeline
+    from crystaljax.structures import cluster
+
+    zn = bulk("Zn", "hcp", a=2.66, c=4.937)
+    box = zn.repeat(cluster.replication(len(zn), zn.cell[:], 250))
+    assert len(box) > cluster.BOX_ATOMS
+    rel = lambda a, b: float(np.linalg.norm(a - b) / np.linalg.norm(a))
+    fp = np.asarray(pipeline.fingerprints([zn, box]))
+    assert rel(fp[0], fp[1]) < 1e-3
+    monkeypatch.setattr(cluster, "BOX_ATOMS", 10**9)     # the box's own lattice: another orientation
+    old = np.asarray(pipeline.fingerprints([box]))
+    assert rel(fp[0], old[0]) > 0.1

@@ -18,7 +18,7 @@ CONF = Path(__file__).resolve().parents[1] / "conf"
 OPTIONS = [(g, p.stem) for g in C.GROUPS for p in sorted((CONF / g).glob("*.yaml"))]
 ROOTS = {"config": C.TrainConfig, "make_dataset": C.MakeDatasetConfig, "table1": C.Table1Config,
          "transitions": C.TransitionsConfig, "attention": C.AttentionConfig, "sensitivity": C.SensitivityConfig,
-         "calibrate_unknown": C.CalibrateUnknownConfig}
+         "calibrate_unknown": C.CalibrateUnknownConfig, "table1_file_path": C.Table1FilePathConfig}
 RUNS = sorted(p.stem for p in (CONF / "run").glob("*.yaml"))
 
 

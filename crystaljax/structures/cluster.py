@@ -241,9 +241,20 @@ def build_cluster(atoms, target: int = 250, shape: str = "sphere",
     return out
 
 
+#: A periodic cell with more atoms than this is a box (an MD snapshot, a supercell): :func:`prepare` orients it
+#: by its crystal lattice like a finite fragment, not by the box's own (supercell) lattice.
+BOX_ATOMS = 150
+
+
 def prepare(atoms, target: int = 250, shape: str = "sphere", orient: bool = True,
             scale: str = "robust") -> "ase.Atoms":  # noqa: F821
     """validate -> standard cell (periodic input) or lattice-based orientation (finite input) -> build_cluster.
+
+    A periodic box of more than :data:`BOX_ATOMS` atoms (with ``orient=True``) is cut to a ball of ~``target``
+    atoms (:func:`sphere_cut`) and oriented like a finite fragment: the reduced basis of a supercell's lattice
+    says nothing about the crystal inside (an hcp Zn 7x7x4 box reduces with c along x), so the box's lattice
+    would put the same crystal in another orientation than its primitive cell.  If no lattice is found in the
+    ball, the box's standard cell is used as for a small cell.
 
     What the rest of crystaljax calls.  Finite input (atom-probe data, nanoparticles, clusters cut from
     MD) with ``orient=True`` goes through :func:`crystaljax.structures.lattice.orient_finite`: a large fragment is
@@ -256,7 +267,13 @@ def prepare(atoms, target: int = 250, shape: str = "sphere", orient: bool = True
     from crystaljax.structures.cell import standard_cell
 
     validate(atoms, source=str(atoms.info.get("source", "")) if hasattr(atoms, "info") else "")
-    if is_periodic(atoms):
+    if is_periodic(atoms) and orient and len(atoms) > BOX_ATOMS:
+        from crystaljax.structures.lattice import orient_finite
+
+        ball, _ = sphere_cut(atoms, target)
+        oriented = orient_finite(ball, target=target)
+        atoms = oriented if oriented.info.get("lattice_found") else standard_cell(atoms)
+    elif is_periodic(atoms):
         atoms = standard_cell(atoms)
     elif orient:
         from crystaljax.structures.lattice import orient_finite
