@@ -186,10 +186,18 @@ def non_crystalline(rng: np.random.Generator, per_kind: int = 8, n_atoms: int = 
 
 def elemental_kinds() -> tuple[str, ...]:
     """Names of the out-of-scope elemental prototypes: every single-element entry of the AFLOW library
-    outside the 8 space groups (``aflow_library.out_of_scope_entries``)."""
+    outside the 8 space groups (``aflow_library.out_of_scope_entries``) whose element is at most Pu (31 of 32:
+    high-pressure Cf is left out, the fingerprint has no form factor for it)."""
+    return tuple(e.name for e in _imageable_out_of_scope())
+
+
+def _imageable_out_of_scope():
+    """The library's out-of-scope elemental entries whose element has form factors (Z <= 94: Cf is left out)."""
+    from ase.data import atomic_numbers
+
     from crystaljax.structures import aflow_library
 
-    return tuple(e.name for e in aflow_library.out_of_scope_entries())
+    return [e for e in aflow_library.out_of_scope_entries() if atomic_numbers[e.element] <= 94]
 
 
 def elemental_out_of_scope(rng: np.random.Generator, per_kind: int = 4, kinds=None) -> list:
@@ -202,7 +210,7 @@ def elemental_out_of_scope(rng: np.random.Generator, per_kind: int = 4, kinds=No
     from crystaljax.structures import aflow_library
 
     out = []
-    for entry in aflow_library.out_of_scope_entries():
+    for entry in _imageable_out_of_scope():
         if kinds is not None and entry.name not in kinds:
             continue
         kind = f"{entry.name} ({entry.mineral})" if entry.mineral else entry.name
