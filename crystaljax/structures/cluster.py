@@ -272,7 +272,14 @@ def prepare(atoms, target: int = 250, shape: str = "sphere", orient: bool = True
 
         ball, _ = sphere_cut(atoms, target)
         oriented = orient_finite(ball, target=target)
-        atoms = oriented if oriented.info.get("lattice_found") else standard_cell(atoms)
+        if oriented.info.get("lattice_found"):
+            # the length scale is the periodic box's (images included), not the finite ball's
+            nn = nn_scale(atoms, scale)
+            out = build_cluster(oriented, target=target, shape=shape, scale=scale)
+            out.positions = out.positions * (out.info["nn_distance"] / nn)
+            out.info["nn_distance"] = float(nn)
+            return out
+        atoms = standard_cell(atoms)
     elif is_periodic(atoms):
         atoms = standard_cell(atoms)
     elif orient:
