@@ -197,7 +197,7 @@ def sphere_cut(atoms, target: int = 250):
 
 
 def build_cluster(atoms, target: int = 250, shape: str = "sphere",
-                  scale: str = "robust") -> "ase.Atoms":  # noqa: F821
+                  scale: str = "robust", nn: float | None = None) -> "ase.Atoms":  # noqa: F821
     """Finite, centred cluster with nearest-neighbour distance 1 Å (by the estimator ``scale``, see :func:`nn_scale`).
 
     Periodic input (call :func:`crystaljax.structures.cell.standard_cell` first, as :func:`prepare` does): with
@@ -207,6 +207,7 @@ def build_cluster(atoms, target: int = 250, shape: str = "sphere",
     *periodic* crystal (:func:`robust_nn_distance` by default; ``scale="mean"``: the mean over atoms of
     the distance to the nearest other atom, biased by noise and vacancies).  Non-periodic (or partially
     periodic) input: the atoms are taken as given and the scale is their own nearest-neighbour distance.
+    ``nn``: a scale (Å) already known (a finite ball cut from a periodic box takes the box's), used as given.
 
     The cluster is then centred (unweighted centroid at the origin) and divided by the scale.  Output: a
     non-periodic ``ase.Atoms`` (pbc False, zero cell), positions in Å of the scaled cluster, numbers and
@@ -221,7 +222,7 @@ def build_cluster(atoms, target: int = 250, shape: str = "sphere",
     if shape not in SHAPES:
         raise ValueError(f"unknown cluster shape {shape!r}; choose one of {SHAPES}")
     if is_periodic(atoms):
-        nn = nn_scale(atoms, scale)
+        nn = nn_scale(atoms, scale) if nn is None else nn
         if shape == "sphere":
             big, reps = sphere_cut(atoms, target)
         else:
@@ -230,7 +231,7 @@ def build_cluster(atoms, target: int = 250, shape: str = "sphere",
         info["n_cells"] = tuple(int(r) for r in reps)
     else:
         big = atoms
-        nn = nn_scale(atoms, scale)
+        nn = nn_scale(atoms, scale) if nn is None else nn
     if not np.isfinite(nn) or nn <= 0:
         raise StructureError(f"invalid nearest-neighbour distance {nn!r} A")
     pos = np.asarray(big.positions, dtype=np.float64)
@@ -272,13 +273,8 @@ def prepare(atoms, target: int = 250, shape: str = "sphere", orient: bool = True
 
         ball, _ = sphere_cut(atoms, target)
         oriented = orient_finite(ball, target=target)
-        if oriented.info.get("lattice_found"):
-            # the length scale is the periodic box's (images included), not the finite ball's
-            nn = nn_scale(atoms, scale)
-            out = build_cluster(oriented, target=target, shape=shape, scale=scale)
-            out.positions = out.positions * (out.info["nn_distance"] / nn)
-            out.info["nn_distance"] = float(nn)
-            return out
+        if oriented.info.get("lattice_found"):  # scaled by the periodic box (images included), not the ball
+            return build_cluster(oriented, target=target, shape=shape, scale=scale, nn=nn_scale(atoms, scale))
         atoms = standard_cell(atoms)
     elif is_periodic(atoms):
         atoms = standard_cell(atoms)
