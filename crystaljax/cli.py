@@ -128,14 +128,73 @@ def _progress(n: int, quiet: bool):
 
 
 def _rows(clf, named, pred, verdict) -> list[dict]:
-    """Output rows of the structures ``named`` ((path, frame, name) each) from their Prediction and Verdict."""
-    return [{"file": str(path), "frame": frame, "name": name, "label": clf.classes[int(p.argmax())],
+    """Output rows of the structures ``named`` ((path, frame, name, item index) each) from their Prediction and
+    Verdict; the ``item`` key is removed again by :func:`_merge_draws`."""
+    return [{"file": str(path), "frame": frame, "name": name, "item": int(item),
+             "label": clf.classes[int(p.argmax())],
              "probabilities": {c: float(v) for c, v in zip(clf.classes, p)},
              "uncertainty": {"entropy": float(h), "mutual_information": float(mi)},
              "unknown": bool(unk), "unknown_reason": why}
-            for (path, frame, name), p, h, mi, unk, why in zip(named, pred.probabilities, pred.entropy,
-                                                               pred.mutual_information, verdict.unknown,
-                                                               verdict.reason)]
+            for (path, frame, name, item), p, h, mi, unk, why in zip(named, pred.probabilities, pred.entropy,
+                                                                     pred.mutual_information, verdict.unknown,
+                                                                     verdict.reason)]
+
+
+def _occupancy_draws(items, n_draws: int, seed: int):
+    """``items`` with every structure that has partial or mixed occupancies (a CIF's ``_atom_site_occupancy``)
+    replaced by ``n_draws`` random configurations (crystaljax.structures.occupancy.draws, seeded by (seed, item
+    index)), and for every new item the index of the structure it was drawn from (None: not a draw).  One note
+    per such structure on stderr."""
+    from crystaljax.structures.occupancy import draws, partial_sites
+
+    expanded, origin = [], []
+    for i, (path, frame, n_frames, atoms) in enumerate(items):
+        n_sites = partial_sites(atoms)
+        configs = draws(atoms, n_draws, (seed, i)) if n_sites else [atoms]
+        if n_sites:
+            print(f"note: {_frame_name(path, frame, n_frames)} has partial occupancies ({n_sites} "
+                  f"site{'s' if n_sites > 1 else ''}); averaged over {n_draws} random draws", file=sys.stderr)
+        expanded += [(path, frame, n_frames, c) for c in configs]
+        origin += [i if n_sites else None] * len(configs)
+    return expanded, origin
+
+
+def _averaged(group: list[dict], classes) -> dict:
+    """One row from the rows of the random draws of one structure: mean probabilities, their entropy, the mutual
+    information over draws and MC samples together (entropy of the mean minus the mean entropy of the samples,
+    so the spread between draws counts as uncertainty), unknown when most draws are, ``occupancy_draws``."""
+    from collections import Counter
+
+    import numpy as np
+
+    from crystaljax.learn.classifier import Prediction
+
+    mean = np.mean([[r["probabilities"][c] for c in classes] for r in group], axis=0)
+    entropy = float(Prediction(tuple(classes), mean[None]).entropy[0])
+    sample_entropy = np.mean([r["uncertainty"]["entropy"] - r["uncertainty"]["mutual_information"] for r in group])
+    flagged = [r["unknown_reason"] for r in group if r["unknown"]]
+    unknown = 2 * len(flagged) > len(group)
+    return {**group[0], "label": classes[int(np.argmax(mean))],
+            "probabilities": {c: float(v) for c, v in zip(classes, mean)},
+            "uncertainty": {"entropy": entropy, "mutual_information": max(entropy - float(sample_entropy), 0.0)},
+            "unknown": unknown, "unknown_reason": Counter(flagged).most_common(1)[0][0] if unknown else "",
+            "occupancy_draws": len(group)}
+
+
+def _merge_draws(rows, origin, classes) -> list[dict]:
+    """Rows per input structure: the rows of the draws of one structure (same ``origin`` of their ``item``)
+    averaged by :func:`_averaged`, the others as they are; the ``item`` key dropped."""
+    out, groups = [], {}
+    for r in rows:
+        source = origin[r.pop("item")]
+        if source is None:
+            out.append(r)
+        elif source in groups:
+            groups[source].append(r)
+        else:
+            groups[source] = [r]
+            out.append(groups[source])
+    return [_averaged(r, classes) if isinstance(r, list) else r for r in out]
 
 
 def _classify_streamed(clf, items, args, key, errors, bar, times) -> list[dict]:
@@ -173,7 +232,7 @@ def _classify_streamed(clf, items, args, key, errors, bar, times) -> list[dict]:
             pred = Prediction(full.classes, full.probabilities[:n], None if full.samples is None else full.samples[:n])
             t2 = time.perf_counter()
             verdict = assess(clf.unknown_thresholds, pred, list(pb.clusters), images[:n])
-            named = [(items[i][0], items[i][1], _frame_name(*items[i][:3])) for i in pb.indices]
+            named = [(items[i][0], items[i][1], _frame_name(*items[i][:3]), i) for i in pb.indices]
             rows += _rows(clf, named, pred, verdict)
             times["device"] += t2 - t1
             times["assess"] += time.perf_counter() - t2
@@ -192,17 +251,18 @@ def _classify_per_chunk(clf, items, args, key, errors, bar, times) -> list[dict]
     from crystaljax.structures.cluster import prepare
 
     rows: list[dict] = []
-    for chunk in [items[i:i + args.batch] for i in range(0, len(items), args.batch)]:
+    for start in range(0, len(items), args.batch):
+        chunk = items[start:start + args.batch]
         t0 = time.perf_counter()
         good, clusters, ase_clusters = [], [], []
-        for path, frame, n_frames, atoms in chunk:  # host pipeline per structure: a bad one is skipped alone
+        for item, (path, frame, n_frames, atoms) in enumerate(chunk, start):  # a bad structure is skipped alone
             name = _frame_name(path, frame, n_frames)
             try:
                 atoms.info.setdefault("source", name)
                 cluster = prepare(atoms, target=clf.spec.cluster_target, scale=args.scale)
                 clusters.append(from_ase(cluster))
                 ase_clusters.append(cluster)
-                good.append((path, frame, name))
+                good.append((path, frame, name, item))
             except CrystalJaxError as exc:
                 errors.append(str(exc).splitlines()[0])
         t1 = time.perf_counter()
@@ -228,18 +288,19 @@ def cmd_classify(args) -> int:
 
     from crystaljax.learn.classifier import Classifier
 
-    if args.mc_samples < 0 or args.batch < 1:
-        return _fail("--mc-samples must be >= 0 and --batch >= 1")
+    if args.mc_samples < 0 or args.batch < 1 or args.occupancy_draws < 1:
+        return _fail("--mc-samples must be >= 0, --batch >= 1 and --occupancy-draws >= 1")
     t0 = time.perf_counter()
     clf = Classifier.load(args.model)
     key = jax.random.key(args.seed)
     read_errors: list[str] = []
-    items = _read_all(args.paths, read_errors)
+    items, origin = _occupancy_draws(_read_all(args.paths, read_errors), args.occupancy_draws, args.seed)
     times = {"load_and_read": time.perf_counter() - t0, "prepare": 0.0, "device": 0.0, "assess": 0.0}
     errors: list[str] = []
     bar = _progress(len(items), args.quiet)
     run = _classify_per_chunk if args.legacy_batching else _classify_streamed
-    rows = run(clf, items, args, key, errors, bar, times)
+    rows = _merge_draws(run(clf, items, args, key, errors, bar, times), origin, clf.classes)
+    errors = list(dict.fromkeys(errors))  # a draw that cannot be imaged is reported once per structure
     if bar is not None:
         bar.close()
     errors = read_errors + errors
@@ -358,14 +419,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("paths", nargs="+", help="ASE-readable files; multi-frame files give one row per frame")
     fmt = p.add_mutually_exclusive_group()
     fmt.add_argument("--json", action="store_true",
-                     help="print a JSON list of {file, frame, label, probabilities, uncertainty, unknown, unknown_reason}")
+                     help="print a JSON list of {file, frame, label, probabilities, uncertainty, unknown, unknown_reason"
+                     "[, occupancy_draws]}")
     fmt.add_argument("--csv", action="store_true",
                      help="print CSV: file, frame, label, one column per class, entropy, mutual_information")
     p.add_argument("--model", default="default", help="default | pristine | model directory (default: default)")
     p.add_argument("--mc-samples", type=int, default=16, metavar="K",
                    help="MC dropout passes per structure for the uncertainty (default 16; 0: one deterministic pass)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the MC dropout masks (default 0)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the MC dropout masks and the occupancy draws (default 0)")
     p.add_argument("--batch", type=int, default=64, help="structures per device batch (default 64)")
+    p.add_argument("--occupancy-draws", type=int, default=8, metavar="K",
+                   help="random vacancy/substitution draws classified and averaged for a structure with partial or "
+                   "mixed site occupancies (CIF _atom_site_occupancy; default 8)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_scale(p)
     p.add_argument("--legacy-batching", action="store_true", help=argparse.SUPPRESS)  # benchmarks: former path
