@@ -231,7 +231,8 @@ def _classify_streamed(clf, items, args, key, errors, bar, times) -> list[dict]:
             full = clf.predict_images(images, size, mc_samples=args.mc_samples, key=key, start=len(rows))
             pred = Prediction(full.classes, full.probabilities[:n], None if full.samples is None else full.samples[:n])
             t2 = time.perf_counter()
-            verdict = assess(clf.unknown_thresholds, pred, list(pb.clusters), images[:n])
+            verdict = assess(clf.unknown_thresholds, pred, list(pb.clusters), images[:n],
+                             clf.feature_distance(images[:n], pred.indices))
             named = [(items[i][0], items[i][1], _frame_name(*items[i][:3]), i) for i in pb.indices]
             rows += _rows(clf, named, pred, verdict)
             times["device"] += t2 - t1
@@ -272,7 +273,9 @@ def _classify_per_chunk(clf, items, args, key, errors, bar, times) -> list[dict]
             images = clf.images(batch, args.batch)
             pred = clf.predict_images(images, args.batch, mc_samples=args.mc_samples, key=key, start=len(rows))
             t2 = time.perf_counter()
-            rows += _rows(clf, good, pred, assess(clf.unknown_thresholds, pred, ase_clusters, images))
+            verdict = assess(clf.unknown_thresholds, pred, ase_clusters, images,
+                             clf.feature_distance(images, pred.indices))
+            rows += _rows(clf, good, pred, verdict)
             times["device"] += t2 - t1
             times["assess"] += time.perf_counter() - t2
         if bar is not None:

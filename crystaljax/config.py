@@ -597,11 +597,14 @@ class SensitivityConfig(AnalysisConfig):
 class UnknownOptions:
     """Calibration of the unknown verdict: in-class structures per class and out-of-scope structures per kind in
     each half; MC-dropout passes; cache_dir: where the features of both halves are cached (relative to the launch
-    directory); write: store the thresholds as ``<model dir>/unknown.json``."""
+    directory); write: store the thresholds as ``<model dir>/unknown.json`` (and the distance gate's reference as
+    ``unknown_embedding.npz``); reference_per_class: in-class structures per class (pristine and defective, a third
+    seed) whose embeddings define the distance gate's class means and covariance."""
 
     per_class: int = 12
     per_kind: int = 6
     mc_samples: int = 16
+    reference_per_class: int = 100
     cache_dir: str = "runs"
     write: bool = False
 

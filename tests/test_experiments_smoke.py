@@ -87,10 +87,10 @@ def test_calibrate_unknown_smoke(tmp_path):
     before = shipped.read_bytes()
     res = calibrate_unknown.run(config("calibrate_unknown", f"unknown.cache_dir={tmp_path / 'cache'}"), tmp_path)
     assert json.loads((tmp_path / "unknown_calibration.json").read_text()) == json.loads(json.dumps(res))
-    assert len(list((tmp_path / "cache").glob("*.npz"))) == 2
+    assert len(list((tmp_path / "cache").glob("*.npz"))) == 3  # both halves and the distance gate's reference
     assert shipped.read_bytes() == before and "written" not in res
     th = res["thresholds"]
-    assert 0.0 <= th["confidence"] <= 1.0 and th["mutual_information"] >= 0.0
+    assert 0.0 <= th["confidence"] <= 1.0 and th["mutual_information"] >= 0.0 and th["feature_distance"] > 0.0
     for half in ("calibration", "measurement"):
         n = res[half]["n"]
         assert n["in-class pristine"] > 0 and n["ordered compound"] > 0 and n["non-crystalline"] > 0

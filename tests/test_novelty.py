@@ -93,19 +93,55 @@ def test_thresholds_bound_the_flag_rate():
 
 def _th():
     return novelty.Thresholds(sro=0.2, image_concentration=0.25, crystallinity=0.3, confidence=0.6,
-                              mutual_information=0.2, provenance={"test": True})
+                              mutual_information=0.2, provenance={"test": True}, feature_distance=12.0)
+
+
+def test_embedding_reference_is_the_mahalanobis_distance(tmp_path):
+    """Class means and pooled covariance from labelled points; the distance equals sqrt(d^T S^-1 d) computed
+    in float64 with an explicit inverse, is zero at a class mean, and has mean square ~ D on the reference
+    data itself (chi-square with D degrees of freedom); the reference round-trips through its file."""
+    rng = np.random.default_rng(0)
+    d, n = 6, 4000
+    a = rng.normal(size=(d, d))
+    cov = a @ a.T + d * np.eye(d)
+    centres = rng.normal(0, 10, (3, d))
+    labels = rng.integers(0, 3, n)
+    x = centres[labels] + rng.multivariate_normal(np.zeros(d), cov, n)
+    ref = novelty.EmbeddingReference.fit(x, labels, 3, shrinkage=0.0)
+    dist = ref.distance(x, labels)
+    assert np.mean(dist**2) == pytest.approx(d, rel=0.05)
+    r = x[:5] - ref.means[labels[:5]].astype(np.float64)
+    s = np.cov((x - ref.means[labels]).T, bias=False) * (n - 1) / (n - 3)
+    expected = np.sqrt(np.einsum("ni,ij,nj->n", r, np.linalg.inv(s), r))
+    np.testing.assert_allclose(dist[:5], expected, rtol=1e-4)
+    assert ref.distance(ref.means[[1]], [1])[0] == pytest.approx(0.0, abs=1e-6)
+    # the same step along the least- and the largest-variance direction: distances in the ratio of the widths
+    w, v = np.linalg.eigh(cov)
+    far = ref.distance(np.stack([ref.means[0] + 5 * v[:, 0], ref.means[0] + 5 * v[:, -1]]), [0, 0])
+    assert far[0] / far[1] == pytest.approx(np.sqrt(w[-1] / w[0]), rel=0.1)
+    assert novelty.EmbeddingReference.load(tmp_path) is None
+    ref.save(tmp_path)
+    back = novelty.EmbeddingReference.load(tmp_path)
+    np.testing.assert_array_equal(back.whitening, ref.whitening)
+    with pytest.raises(ValueError, match="class index"):
+        novelty.EmbeddingReference.fit(x, labels, 4)
 
 
 def test_verdict_gates_and_first_reason():
-    f = dict(n_species=np.array([1, 2, 2, 1, 1, 1]), sro=np.array([0.9, 0.1, 0.9, 0, 0, 0]),
-             image_concentration=np.array([0.8, 0.8, 0.1, 0.1, 0.8, 0.8]),
-             crystallinity=np.array([1.0, 1.0, 1.0, 1.0, 0.1, 1.0]),
-             confidence=np.array([0.99, 0.99, 0.99, 0.99, 0.99, 0.4]),
-             mutual_information=np.zeros(6))
+    f = dict(n_species=np.array([1, 2, 2, 1, 1, 1, 1]), sro=np.array([0.9, 0.1, 0.9, 0, 0, 0, 0]),
+             image_concentration=np.array([0.8, 0.8, 0.1, 0.1, 0.8, 0.8, 0.8]),
+             crystallinity=np.array([1.0, 1.0, 1.0, 1.0, 0.1, 1.0, 1.0]),
+             confidence=np.array([0.99, 0.99, 0.99, 0.99, 0.99, 0.4, 0.99]),
+             mutual_information=np.zeros(7), feature_distance=np.array([1, 1, 1, 1, 1, 30, 30.0]))
     v = novelty.verdict(_th(), **f)
     # a single species never fires the compound gate whatever its SRO value
-    assert v.unknown.tolist() == [False, False, True, True, True, True]
-    assert v.reason == ["", "", "ordered compound", "non-crystalline", "unknown crystal", "low confidence"]
+    assert v.unknown.tolist() == [False, False, True, True, True, True, True]
+    assert v.reason == ["", "", "ordered compound", "non-crystalline", "unknown crystal", "unfamiliar pattern",
+                        "unfamiliar pattern"]
+    assert v.gates["low confidence"][5]  # both gates fire, the first one is the reason
+    # without distances (a model with no reference) the distance gate never fires
+    no_distance = novelty.verdict(_th(), **{**f, "feature_distance": None})
+    assert no_distance.reason[5:] == ["low confidence", ""]
     assert v.gates["non-crystalline"][2]  # both gates fire, the first one is the reason
     s = novelty.score(_th(), **f)
     assert np.all((s > 1) == v.unknown)

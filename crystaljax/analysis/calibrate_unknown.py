@@ -9,7 +9,9 @@ pristine and with the paper's defects applied on device (displacements 0.04 / 0.
 file path.  Out-of-scope data: :mod:`crystaljax.structures.out_of_scope`.
 
 Each structure gives: n_species, SRO, crystallinity (on the ~250-atom cluster the model sees), the
-fingerprint's intensity concentration, and the MC dropout confidence and mutual information.
+fingerprint's intensity concentration, the MC dropout confidence and mutual information, and the network's
+embedding, whose Mahalanobis distance from the predicted class is measured against a reference set built from
+a third seed (303: in-class pristine and defective structures, :func:`build_reference`).
 """
 
 from __future__ import annotations
@@ -59,16 +61,51 @@ def _row_atoms(batch: Structure, i: int):
 
 def features(clf: Classifier, batch: Structure, *, mc_samples: int = 16, seed: int = 0) -> dict[str, np.ndarray]:
     """Per-structure numbers of a batched, prepared Structure: n_species, sro, crystallinity,
-    image_concentration, confidence, mutual_information, label (N,) arrays."""
+    image_concentration, confidence, mutual_information, label (N,) arrays and embedding (N, D)."""
     images = clf.images(batch)
     pred = clf.predict_images(images, mc_samples=mc_samples, key=seed)
+    embedding = clf.embeddings(images)
     rows = [_row_atoms(batch, i) for i in range(len(images))]
     host = [order.host_features(a) for a in rows]
     return {k: np.array([h[k] for h in host]) for k in ("n_species", "sro", "crystallinity")} | {
             "sro_max_alpha": np.array([order.max_abs_alpha(a) for a in rows]),
             "image_concentration": np.array([order.image_concentration(im) for im in images]),
             "confidence": pred.confidence.astype(float), "mutual_information": pred.mutual_information,
-            "label": pred.indices}
+            "label": pred.indices, "embedding": embedding}
+
+
+def in_class_sets(clf: Classifier, seed: int, per_class: int):
+    """(data set, pristine batch, defect names, defective batch): ``per_class`` generated in-class structures per
+    class (``seed``) and the same structures with one of :data:`DEFECTS` each (cycled), applied on device."""
+    ds = dataset.generate(seed=seed, per_class=per_class, target=clf.spec.cluster_target, progress=False)
+    base = Structure(*(np.asarray(x) for x in ds.structures))
+    level = np.arange(len(ds)) % len(DEFECTS)
+    defective = []
+    for j, (name, kw) in enumerate(DEFECTS):
+        idx = np.flatnonzero(level == j)
+        if not len(idx):
+            continue
+        fn = make_defect_fn(DefectConfig(**kw))
+        keys = jax.random.split(jax.random.key(seed + 7 * j), len(idx))
+        defective.append((name, idx, jax.jit(jax.vmap(fn))(keys, take(base, idx))))
+    kinds = sum([[name] * len(idx) for name, idx, _ in defective], [])
+    merged = Structure(*(np.concatenate([np.asarray(getattr(b, f)) for _, _, b in defective])
+                         for f in Structure._fields))
+    return ds, base, kinds, merged
+
+
+REFERENCE_SEED = 303
+
+
+def build_reference(clf: Classifier, per_class: int = 100) -> novelty.EmbeddingReference:
+    """The distance gate's reference: class means and pooled covariance of the embeddings of ``per_class``
+    in-class structures per class (seed :data:`REFERENCE_SEED`), pristine and with one defect each."""
+    ds, base, _, merged = in_class_sets(clf, REFERENCE_SEED, per_class)
+    labels = np.asarray(ds.labels)
+    level = np.arange(len(ds)) % len(DEFECTS)
+    order = np.concatenate([np.flatnonzero(level == j) for j in range(len(DEFECTS))])  # merged's row order
+    emb = np.concatenate([clf.embeddings(clf.images(base)), clf.embeddings(clf.images(merged))])
+    return novelty.EmbeddingReference.fit(emb, np.concatenate([labels, labels[order]]), clf.n_classes)
 
 
 def _concat(parts: list[dict]) -> dict[str, np.ndarray]:
@@ -91,22 +128,8 @@ def build_half(clf: Classifier, half: str, *, per_class: int = 12, per_kind: int
         if progress:
             print(f"  {half}: {category:<22} {len(kinds):4d} structures  ({time.strftime('%H:%M:%S')})", flush=True)
 
-    ds = dataset.generate(seed=seed, per_class=per_class, target=clf.spec.cluster_target, progress=False)
-    base = Structure(*(np.asarray(x) for x in ds.structures))
+    ds, base, kinds, merged = in_class_sets(clf, seed, per_class)
     add("in-class pristine", [str(p) for p in ds.meta["prototype"]], features(clf, base, mc_samples=mc_samples))
-    # defects on device, one level per structure (cycled), keys from the seed
-    n = len(ds)
-    level = np.arange(n) % len(DEFECTS)
-    defective = []
-    for j, (name, kw) in enumerate(DEFECTS):
-        idx = np.flatnonzero(level == j)
-        fn = make_defect_fn(DefectConfig(**kw))
-        keys = jax.random.split(jax.random.key(seed + 7 * j), len(idx))
-        sub = take(base, idx)
-        defective.append((name, idx, jax.jit(jax.vmap(fn))(keys, sub)))
-    kinds = sum([[name] * len(idx) for name, idx, _ in defective], [])
-    merged = Structure(*(np.concatenate([np.asarray(getattr(b, f)) for _, _, b in defective])
-                         for f in Structure._fields))
     add("in-class defective", kinds, features(clf, merged, mc_samples=mc_samples))
 
     def host(category, atoms_list):
@@ -125,8 +148,9 @@ def fit(cal: dict[str, np.ndarray]) -> novelty.Thresholds:
 
     SRO: the geometric mean of the largest SRO of the in-class multi-species rows and the smallest of the
     ordered compounds.  Image concentration and crystallinity: the 1 % quantile of the in-class rows (flag
-    below).  Confidence and MI: quantiles of the in-class rows so that each flags <= 1/4 of the false-flag
-    budget (2 % pristine, 5 % defective / alloys), the union of the gates staying within it."""
+    below).  Confidence, MI and the feature distance: quantiles of the in-class rows so that each flags <= 1/4
+    of the false-flag budget (2 % pristine, 5 % defective / alloys).  ``cal`` needs a ``feature_distance``
+    column (:func:`with_distances`)."""
     cat = cal["category"]
     inside = np.isin(cat, IN_CLASS)
     multi = inside & (cal["n_species"] >= 2)
@@ -141,11 +165,14 @@ def fit(cal: dict[str, np.ndarray]) -> novelty.Thresholds:
         return min(novelty.lower_threshold(cal[name][pristine], MAX_FLAG_PRISTINE / 4),
                    novelty.lower_threshold(cal[name][rest], MAX_FLAG_DEFECTIVE / 4))
 
-    mi = max(novelty.upper_threshold(cal["mutual_information"][pristine], MAX_FLAG_PRISTINE / 4),
-             novelty.upper_threshold(cal["mutual_information"][rest], MAX_FLAG_DEFECTIVE / 4))
+    def high(name):
+        return max(novelty.upper_threshold(cal[name][pristine], MAX_FLAG_PRISTINE / 4),
+                   novelty.upper_threshold(cal[name][rest], MAX_FLAG_DEFECTIVE / 4))
+
     return novelty.Thresholds(sro=sro, image_concentration=low("image_concentration"),
                               crystallinity=low("crystallinity"), confidence=low("confidence"),
-                              mutual_information=mi,
+                              mutual_information=high("mutual_information"),
+                              feature_distance=high("feature_distance"),
                               provenance={"sro_in_class_max": lo, "sro_compound_min": hi,
                                           "n_calibration": {c: int((cat == c).sum()) for c in np.unique(cat)}})
 
@@ -169,6 +196,7 @@ def measure(th: novelty.Thresholds, data: dict[str, np.ndarray]) -> dict:
               "1 - crystallinity": 1 - data["crystallinity"],
               "1 - image_concentration": 1 - data["image_concentration"],
               "1 - confidence": 1 - data["confidence"], "mutual_information": data["mutual_information"],
+              "feature_distance": data["feature_distance"],
               "combined score": novelty.score(th, **f),
               "unknown verdict (binary)": v.unknown.astype(float)}
     for name, s in scores.items():
@@ -181,10 +209,16 @@ def measure(th: novelty.Thresholds, data: dict[str, np.ndarray]) -> dict:
     return out
 
 
+def with_distances(data: dict[str, np.ndarray], reference: novelty.EmbeddingReference) -> dict[str, np.ndarray]:
+    """``data`` plus ``feature_distance`` (N,): each row's embedding distance from its predicted class."""
+    return {**data, "feature_distance": reference.distance(data["embedding"], data["label"])}
+
+
 def run(cfg, workdir) -> dict:
     """The calibration experiment: build (or read cached) features of both halves, fit the thresholds on the
     calibration half, measure both halves, write ``unknown_calibration.json`` into ``workdir`` and, with
     ``cfg.unknown.write``, the thresholds next to the model.  Returns the result dict."""
+    import dataclasses
     import hashlib
     import json
     from pathlib import Path
@@ -197,9 +231,17 @@ def run(cfg, workdir) -> dict:
     cache = Path(opts.cache_dir)
     halves = {}
     weights = hashlib.sha1((resolve_model_dir(model) / "model.msgpack").read_bytes()).hexdigest()[:10]
+    stem = f"unknown_{Path(str(model)).name}_{weights}"  # keyed by the weights: never another model's features
+    reference_path = cache / f"{stem}_reference_{opts.reference_per_class}.npz"
+    if reference_path.is_file():
+        with np.load(reference_path) as z:
+            reference = novelty.EmbeddingReference(z["means"], z["whitening"])
+    else:
+        reference = build_reference(clf, opts.reference_per_class)
+        reference_path.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(reference_path, means=reference.means, whitening=reference.whitening)
     for half in ("calibration", "measurement"):
-        # the cache is keyed by the weights too: a retrained model never reads another model's features
-        path = cache / f"unknown_{Path(str(model)).name}_{weights}_{half}_{opts.per_class}_{opts.per_kind}_{opts.mc_samples}.npz"
+        path = cache / f"{stem}_{half}_{opts.per_class}_{opts.per_kind}_{opts.mc_samples}_v2.npz"
         if path.is_file():
             halves[half] = dict(np.load(path, allow_pickle=False))
         else:
@@ -207,11 +249,14 @@ def run(cfg, workdir) -> dict:
                                       mc_samples=opts.mc_samples)
             path.parent.mkdir(parents=True, exist_ok=True)
             np.savez(path, **halves[half])
+        halves[half] = with_distances(halves[half], reference)
     th = fit(halves["calibration"])
     command = (f"python experiments/calibrate_unknown.py model_dir={model} unknown.per_class={opts.per_class} "
-               f"unknown.per_kind={opts.per_kind} unknown.mc_samples={opts.mc_samples} unknown.write=true")
-    th = novelty.Thresholds(th.sro, th.image_concentration, th.crystallinity, th.confidence, th.mutual_information,
-                            {**th.provenance, "command": command, "mc_samples": opts.mc_samples})
+               f"unknown.per_kind={opts.per_kind} unknown.mc_samples={opts.mc_samples} "
+               f"unknown.reference_per_class={opts.reference_per_class} unknown.write=true")
+    th = dataclasses.replace(th, provenance={**th.provenance, "command": command, "mc_samples": opts.mc_samples,
+                                             "reference_per_class": opts.reference_per_class,
+                                             "reference_seed": REFERENCE_SEED})
     result = {"model": str(model), "thresholds": th.to_dict(),
               "calibration": measure(th, halves["calibration"]),
               "measurement": measure(th, halves["measurement"])}
@@ -219,5 +264,6 @@ def run(cfg, workdir) -> dict:
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "unknown_calibration.json").write_text(json.dumps(result, indent=1) + "\n")
     if opts.write:
-        result["written"] = str(novelty.save_thresholds(th, resolve_model_dir(model)))
+        result["written"] = [str(novelty.save_thresholds(th, resolve_model_dir(model))),
+                             str(reference.save(resolve_model_dir(model)))]
     return result

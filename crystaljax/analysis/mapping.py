@@ -517,11 +517,14 @@ def window_host_features(points: np.ndarray, numbers: np.ndarray, idx: np.ndarra
 
 
 def window_verdict(thresholds, *, concentration: np.ndarray, confidence: np.ndarray,
-                   mutual_information: np.ndarray, host: dict[str, np.ndarray] | None = None):
+                   mutual_information: np.ndarray, host: dict[str, np.ndarray] | None = None,
+                   feature_distance: np.ndarray | None = None):
     """:func:`crystaljax.learn.novelty.verdict` of W windows from their own numbers: ``concentration`` (W,)
     image concentration of the window's fingerprint, ``confidence`` (W,) MC mean probability of the predicted
     class, ``mutual_information`` (W,) nats, ``host`` (:func:`window_host_features`; None = the host gates
-    ordered compound and unknown crystal do not fire).  ``thresholds`` None: nothing is flagged.
+    ordered compound and unknown crystal do not fire), ``feature_distance`` (W,) embedding distances
+    (``Classifier.feature_distance``; None: the unfamiliar-pattern gate does not fire).  ``thresholds`` None:
+    nothing is flagged.
 
     The ordered-compound gate counts a window's species only when its unlike pairs are ordered
     (``unlike_alpha`` < 0): a window across the boundary of two elemental grains (Cu | Fe) has the large
@@ -533,7 +536,8 @@ def window_verdict(thresholds, *, concentration: np.ndarray, confidence: np.ndar
                     "crystallinity": np.ones(w)}
     n_species = np.where(np.asarray(host["unlike_alpha"]) < 0, host["n_species"], 1)
     return verdict(thresholds, n_species=n_species, sro=host["sro"], image_concentration=concentration,
-                   crystallinity=host["crystallinity"], confidence=confidence, mutual_information=mutual_information)
+                   crystallinity=host["crystallinity"], confidence=confidence, mutual_information=mutual_information,
+                   feature_distance=feature_distance)
 
 
 def vote_unknown(window_unknown: np.ndarray, window_reason, atom: np.ndarray, wgt: np.ndarray, n_atoms: int,
@@ -654,6 +658,7 @@ def map_atoms(atoms, classifier=None, *, stride: float = DEFAULT_STRIDE, window=
     verdict_on = bool(unknown) and mc_samples > 0
     th = classifier.unknown_thresholds if verdict_on else None
     concentration = np.ones(w)
+    distance = np.zeros(w)
     for start in steps:
         sl = slice(start, min(start + chunk, w))
         batch = build_batch(points, numbers, idx[sl], valid[sl], scale[sl], n_max,
@@ -668,6 +673,8 @@ def map_atoms(atoms, classifier=None, *, stride: float = DEFAULT_STRIDE, window=
                 from crystaljax.structures.order import image_concentration
 
                 concentration[sl] = [image_concentration(im) for im in images]
+                fd = classifier.feature_distance(images, pred.indices, batch_size=batch_size)
+                distance[sl] = 0.0 if fd is None else fd
         else:
             pred = classifier.predict(batch, batch_size=batch_size)
         probs[sl] = pred.probabilities
@@ -681,7 +688,7 @@ def map_atoms(atoms, classifier=None, *, stride: float = DEFAULT_STRIDE, window=
             neighbour_table(points, owner, n, ROBUST_NEIGHBOURS, tree)[owner], idx, valid)
         host = window_host_features(points, numbers, idx, valid, shell)
     wv = window_verdict(th, concentration=concentration, confidence=probs.max(axis=1), mutual_information=mi,
-                        host=host) if verdict_on else None
+                        host=host, feature_distance=distance) if verdict_on else None
     t_gates = time.perf_counter() - t1
 
     # per-atom vote: Gaussian weight on the distance to the window centre

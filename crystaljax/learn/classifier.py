@@ -133,6 +133,8 @@ class Classifier:
         #: Thresholds of the "unknown" verdict (crystaljax.learn.novelty), set by :meth:`load` from the
         #: model's unknown.json; None: nothing is flagged.
         self.unknown_thresholds = None
+        #: The distance gate's reference (novelty.EmbeddingReference) from unknown_embedding.npz, or None.
+        self.embedding_reference = None
         self.fingerprint_fn = make_fingerprint_fn(self.spec.detector, self.spec.beam, self.spec.fingerprint)
         graphdef = checkpoint.graphdef
         images_of = jax.vmap(self.fingerprint_fn)
@@ -154,7 +156,11 @@ class Classifier:
 
             return jax.vmap(per_image)(images, keys)
 
+        def embed(params, batch_stats, images):
+            return nnx.merge(graphdef, params, batch_stats).embed(images, train=False)
+
         self._forward = forward
+        self._embed = jax.jit(embed)
         self._sampled = sampled
         self._images = jax.jit(images_of)
         self._probs = jax.jit(forward)
@@ -170,10 +176,12 @@ class Classifier:
     def load(cls, name_or_path=None) -> "Classifier":
         """From a shipped model's name (``default``, ``pristine``) or a model directory; None = ``default``.
         The thresholds of the unknown verdict are read from the directory's unknown.json when it has one."""
-        from crystaljax.learn.novelty import load_thresholds
+        from crystaljax.learn.novelty import EmbeddingReference, load_thresholds
 
         clf = cls(_ckpt.load(name_or_path))
-        clf.unknown_thresholds = load_thresholds(_ckpt.resolve_model_dir(name_or_path))
+        model_dir = _ckpt.resolve_model_dir(name_or_path)
+        clf.unknown_thresholds = load_thresholds(model_dir)
+        clf.embedding_reference = EmbeddingReference.load(model_dir)
         return clf
 
     @property
@@ -211,6 +219,19 @@ class Classifier:
         ck = self.checkpoint
         return map_padded(lambda x: self._probs(ck.params, ck.batch_stats, x), np.asarray(images, np.float32),
                           batch_size)
+
+    def embeddings(self, images, batch_size: int = 256) -> np.ndarray:
+        """(N, D) embeddings (``ConvNet.embed``, eval mode) of fingerprints (N, H, W, 3)."""
+        ck = self.checkpoint
+        return map_padded(lambda x: self._embed(ck.params, ck.batch_stats, x), np.asarray(images, np.float32),
+                          batch_size)
+
+    def feature_distance(self, images, labels, batch_size: int = 256) -> np.ndarray | None:
+        """(N,) Mahalanobis distances of the fingerprints' embeddings from their (N,) predicted classes'
+        reference means (``embedding_reference``), or None when the model has no reference."""
+        if self.embedding_reference is None:
+            return None
+        return self.embedding_reference.distance(self.embeddings(images, batch_size), labels)
 
     def predict_images(self, images, batch_size: int = 256, *, mc_samples: int = 0, key=None,
                        start: int = 0) -> Prediction:

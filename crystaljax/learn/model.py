@@ -71,6 +71,11 @@ class ConvNet(nnx.Module):
     def __call__(self, x: jax.Array, *, train: bool = False, rngs: Any = None, mc_dropout: bool = False) -> jax.Array:
         """x (B, H, W, C) -> logits (B, n_classes).  ``mc_dropout=True`` (with ``train=False``): dropout on
         (needs ``rngs``), batch norm on its running statistics -- one Monte Carlo dropout sample."""
+        return self.out(self.embed(x, train=train, rngs=rngs, mc_dropout=mc_dropout))
+
+    def embed(self, x: jax.Array, *, train: bool = False, rngs: Any = None, mc_dropout: bool = False) -> jax.Array:
+        """x (B, H, W, C) -> (B, dense): the batch-normalised hidden layer the output layer reads (the feature
+        space of the unknown verdict's distance gate, ``crystaljax.learn.novelty``); arguments as ``__call__``."""
         drop = train or mc_dropout
         for i, conv in enumerate(self.convs):
             x = jax.nn.relu(conv(x))
@@ -81,8 +86,7 @@ class ConvNet(nnx.Module):
         x = self.dropout(x, deterministic=not drop, rngs=rngs if drop else None)
         x = x.reshape(x.shape[0], -1)
         x = jax.nn.relu(self.hidden(x))
-        x = self.bn(x, use_running_average=not train)
-        return self.out(x)
+        return self.bn(x, use_running_average=not train)
 
 
 def build_model(cfg: ModelConfig = ModelConfig(), seed: int = 0) -> ConvNet:

@@ -12,12 +12,17 @@ gives the reason):
 3. ``unknown crystal``: crystallinity (:func:`crystaljax.structures.order.crystallinity`, the solid-bond
    fraction of Steinhardt q6: ~1 when every atom has the same environment, as in the 7 classes) below
    ``crystallinity``.
-4. ``low confidence``: the MC dropout mean probability of the predicted class below ``confidence`` or the
+4. ``unfamiliar pattern``: the Mahalanobis distance of the network's embedding (``ConvNet.embed``, the layer the
+   output reads) from the mean of the predicted class over reference in-class structures, with their pooled
+   covariance (:class:`EmbeddingReference`), above ``feature_distance`` (DC3's "unknown crystal" gate, a
+   distance in feature space beyond what in-class structures reach).
+5. ``low confidence``: the MC dropout mean probability of the predicted class below ``confidence`` or the
    mutual information above ``mutual_information``.
 
 Thresholds live in ``unknown.json`` next to a model (written by ``experiments/calibrate_unknown.py``,
-fitted on structures built there, never on evaluation files); :func:`load_thresholds` returns None when a
-model has none, and then nothing is flagged.
+fitted on structures built there, never on evaluation files), the distance gate's reference in
+``unknown_embedding.npz``; :func:`load_thresholds` returns None when a model has none, and then nothing is
+flagged (without a reference the distance gate does not fire).
 """
 
 from __future__ import annotations
@@ -32,16 +37,22 @@ import numpy as np
 #: File name of the thresholds next to a model's model_card.json.
 THRESHOLDS_FILE = "unknown.json"
 
-REASONS = ("ordered compound", "non-crystalline", "unknown crystal", "low confidence")
+#: File of the distance gate's reference (:class:`EmbeddingReference`) next to a model's model_card.json.
+EMBEDDING_FILE = "unknown_embedding.npz"
 
-#: The per-structure numbers every gate function takes (keyword arguments, (N,) arrays).
-FEATURES = ("n_species", "sro", "image_concentration", "crystallinity", "confidence", "mutual_information")
+REASONS = ("ordered compound", "non-crystalline", "unknown crystal", "unfamiliar pattern", "low confidence")
+
+#: The per-structure numbers every gate function takes (keyword arguments, (N,) arrays; ``feature_distance``
+#: may be None: that gate does not fire).
+FEATURES = ("n_species", "sro", "image_concentration", "crystallinity", "confidence", "mutual_information",
+            "feature_distance")
 
 
 @dataclass(frozen=True)
 class Thresholds:
     """Gate thresholds.  sro: flag above (>= 2 species); image_concentration, crystallinity, confidence:
-    flag below; mutual_information: flag above (nats).  ``provenance``: how they were fitted (free-form)."""
+    flag below; mutual_information: flag above (nats); feature_distance: flag above (Mahalanobis units).
+    ``provenance``: how they were fitted (free-form)."""
 
     sro: float = float("inf")
     image_concentration: float = -float("inf")
@@ -49,6 +60,7 @@ class Thresholds:
     confidence: float = 0.0
     mutual_information: float = float("inf")
     provenance: dict[str, Any] = field(default_factory=dict)
+    feature_distance: float = float("inf")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -56,7 +68,53 @@ class Thresholds:
     @classmethod
     def from_dict(cls, d: dict) -> "Thresholds":
         return cls(float(d["sro"]), float(d["image_concentration"]), float(d["crystallinity"]),
-                   float(d["confidence"]), float(d["mutual_information"]), dict(d.get("provenance", {})))
+                   float(d["confidence"]), float(d["mutual_information"]), dict(d.get("provenance", {})),
+                   float(d.get("feature_distance", float("inf"))))
+
+
+@dataclass(frozen=True)
+class EmbeddingReference:
+    """Where in-class structures sit in the network's feature space: class means (C, D) and the whitening
+    matrix (D, D) of their pooled covariance, so ``distance`` is the Mahalanobis distance
+    ||W (e - means[label])|| with a shared covariance (Lee et al., NeurIPS 2018; DC3's feature-space gate)."""
+
+    means: np.ndarray
+    whitening: np.ndarray
+
+    @classmethod
+    def fit(cls, embeddings, labels, n_classes: int, shrinkage: float = 1e-3) -> "EmbeddingReference":
+        """From (N, D) embeddings of reference structures and their (N,) true class indices.  The covariance
+        is shrunk towards its mean variance by ``shrinkage`` (relative) so that it stays invertible."""
+        e = np.asarray(embeddings, np.float64)
+        labels = np.asarray(labels)
+        missing = sorted(set(range(n_classes)) - set(labels.tolist()))
+        if missing:
+            raise ValueError(f"no reference structure of class index {missing}")
+        means = np.stack([e[labels == c].mean(axis=0) for c in range(n_classes)])
+        r = e - means[labels]
+        cov = r.T @ r / max(len(e) - n_classes, 1)
+        cov += shrinkage * np.trace(cov) / len(cov) * np.eye(len(cov))
+        whitening = np.linalg.inv(np.linalg.cholesky(cov))
+        return cls(means.astype(np.float32), whitening.astype(np.float32))
+
+    def distance(self, embeddings, labels) -> np.ndarray:
+        """(N,) Mahalanobis distance of (N, D) embeddings from the means of their (N,) predicted classes."""
+        d = np.asarray(embeddings, np.float64) - self.means[np.asarray(labels)]
+        return np.linalg.norm(d @ self.whitening.T.astype(np.float64), axis=1)
+
+    def save(self, model_dir) -> Path:
+        path = Path(model_dir) / EMBEDDING_FILE
+        np.savez(path, means=self.means, whitening=self.whitening)
+        return path
+
+    @classmethod
+    def load(cls, model_dir) -> "EmbeddingReference | None":
+        """From ``model_dir/unknown_embedding.npz``, or None when there is none."""
+        path = Path(model_dir) / EMBEDDING_FILE
+        if not path.is_file():
+            return None
+        with np.load(path) as z:
+            return cls(z["means"], z["whitening"])
 
 
 @dataclass(frozen=True)
@@ -68,28 +126,34 @@ class Verdict:
     gates: dict[str, np.ndarray]
 
 
+def _distance(feature_distance, n: int) -> np.ndarray:
+    return np.zeros(n) if feature_distance is None else np.asarray(feature_distance, float)
+
+
 def gates(th: Thresholds, *, n_species, sro, image_concentration, crystallinity, confidence,
-          mutual_information) -> dict[str, np.ndarray]:
+          mutual_information, feature_distance=None) -> dict[str, np.ndarray]:
     """Each gate as an (N,) bool array (True = fires), from (N,) arrays of the per-structure numbers."""
     n_species = np.asarray(n_species)
     return {
         "ordered compound": (n_species >= 2) & (np.asarray(sro, float) > th.sro),
         "non-crystalline": np.asarray(image_concentration, float) < th.image_concentration,
         "unknown crystal": np.asarray(crystallinity, float) < th.crystallinity,
+        "unfamiliar pattern": _distance(feature_distance, len(n_species)) > th.feature_distance,
         "low confidence": (np.asarray(confidence, float) < th.confidence)
         | (np.asarray(mutual_information, float) > th.mutual_information),
     }
 
 
 def verdict(th: Thresholds | None, *, n_species, sro, image_concentration, crystallinity, confidence,
-            mutual_information) -> Verdict:
+            mutual_information, feature_distance=None) -> Verdict:
     """The verdict of :func:`gates`; the reason is the first gate (in :data:`REASONS` order) that fires.
     ``th`` None: nothing is flagged."""
     n = len(np.asarray(confidence))
     if th is None:
         return Verdict(np.zeros(n, bool), [""] * n, {r: np.zeros(n, bool) for r in REASONS})
     g = gates(th, n_species=n_species, sro=sro, image_concentration=image_concentration,
-              crystallinity=crystallinity, confidence=confidence, mutual_information=mutual_information)
+              crystallinity=crystallinity, confidence=confidence, mutual_information=mutual_information,
+              feature_distance=feature_distance)
     unknown = np.zeros(n, bool)
     reason = [""] * n
     for r in REASONS:
@@ -100,16 +164,17 @@ def verdict(th: Thresholds | None, *, n_species, sro, image_concentration, cryst
 
 
 def score(th: Thresholds, *, n_species, sro, image_concentration, crystallinity, confidence,
-          mutual_information) -> np.ndarray:
+          mutual_information, feature_distance=None) -> np.ndarray:
     """(N,) continuous combined score: the largest gate margin ratio (> 1 exactly where a gate fires, up to
     ties): sro / th.sro (>= 2 species), (1 - x) / (1 - th.x) for x = image_concentration, crystallinity,
-    confidence, and mutual_information / th.mutual_information."""
+    confidence, mutual_information / th.mutual_information and feature_distance / th.feature_distance."""
     eps = 1e-12
     parts = [np.where(np.asarray(n_species) >= 2, np.asarray(sro, float) / max(th.sro, eps), 0.0),
              (1 - np.asarray(image_concentration, float)) / max(1 - th.image_concentration, eps),
              (1 - np.asarray(crystallinity, float)) / max(1 - th.crystallinity, eps),
              (1 - np.asarray(confidence, float)) / max(1 - th.confidence, eps),
-             np.asarray(mutual_information, float) / max(th.mutual_information, eps)]
+             np.asarray(mutual_information, float) / max(th.mutual_information, eps),
+             _distance(feature_distance, len(np.asarray(n_species))) / max(th.feature_distance, eps)]
     return np.max(np.stack(parts), axis=0)
 
 
@@ -152,9 +217,10 @@ def save_thresholds(th: Thresholds, model_dir) -> Path:
     return path
 
 
-def assess(th: Thresholds | None, prediction, clusters, images) -> Verdict:
+def assess(th: Thresholds | None, prediction, clusters, images, feature_distance=None) -> Verdict:
     """The verdict for N structures from their Prediction (MC dropout, as calibrated), their prepared
-    ~250-atom clusters (list of ``ase.Atoms``) and their fingerprints (N, H, W, 3)."""
+    ~250-atom clusters (list of ``ase.Atoms``), their fingerprints (N, H, W, 3) and (N,) embedding distances
+    (``Classifier.feature_distance``; None: that gate does not fire)."""
     from crystaljax.structures.order import host_features, image_concentration
 
     host = [host_features(a) for a in clusters]
@@ -162,4 +228,5 @@ def assess(th: Thresholds | None, prediction, clusters, images) -> Verdict:
                    image_concentration=np.array([image_concentration(im) for im in images]),
                    crystallinity=np.array([h["crystallinity"] for h in host]),
                    confidence=np.asarray(prediction.confidence, float),
-                   mutual_information=np.asarray(prediction.mutual_information, float))
+                   mutual_information=np.asarray(prediction.mutual_information, float),
+                   feature_distance=feature_distance)
