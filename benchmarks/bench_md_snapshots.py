@@ -146,7 +146,10 @@ def snapshots(symbol: str, n_cells: int, steps: int, melt_steps: int, seed: int,
 
     cache = Path(out_dir) / f"snapshots_{symbol}_{4 * n_cells ** 3}at_{steps}st_{melt_steps}melt_seed{seed}.extxyz"
     if cache.exists():
-        return read(str(cache), ":")
+        frames = read(str(cache), ":")
+        for a in frames:  # extxyz reads label=0.5 back as a number
+            a.info["label"] = a.info["label"] if isinstance(a.info["label"], str) else f"{float(a.info['label']):g}"
+        return frames
     t_m = T_MELT_K[symbol]
     frames = []
     for i, f in enumerate(FRACTIONS):

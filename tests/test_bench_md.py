@@ -56,10 +56,11 @@ def test_melted_control_is_liquid(solids):
 
 
 def test_snapshots_are_cached(tmp_path, monkeypatch):
-    monkeypatch.setattr(B, "FRACTIONS", (0.5,))
+    monkeypatch.setattr(B, "FRACTIONS", (1.0,))  # label "1": extxyz reads it back as an int
     first = B.snapshots("Cu", 2, steps=10, melt_steps=10, seed=1, out_dir=tmp_path)
     cached = list(tmp_path.glob("snapshots_Cu_*.extxyz"))
-    assert len(cached) == 1 and [a.info["label"] for a in first] == ["0.5", "liquid"]
+    assert len(cached) == 1 and [a.info["label"] for a in first] == ["1", "liquid"]
     again = B.snapshots("Cu", 2, steps=10, melt_steps=10, seed=1, out_dir=tmp_path)
+    assert [a.info["label"] for a in again] == ["1", "liquid"]
     for a, b in zip(first, again):
         assert np.allclose(a.positions, b.positions) and a.info["T_kinetic_K"] == pytest.approx(b.info["T_kinetic_K"])
