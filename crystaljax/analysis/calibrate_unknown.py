@@ -4,8 +4,8 @@ Two disjoint halves, built from different seeds (and, for compounds, disjoint el
 ``calibration`` fits the thresholds, ``measurement`` reports flag rates and AUROCs.
 
 In-class data: ``crystaljax.structures.dataset.generate`` (seeds 101 / 202, different from training's 0),
-pristine and with the paper's defects applied on device (displacements 0.04 / 0.1 Å, vacancies 25 / 50 /
-70 %, binary / ternary substitutions 10-50 %), plus host-built random alloys of in-class crystals through the
+pristine and with the paper's defects applied on device (displacements 0.04 / 0.1 Å and 6 % of d_NN, the
+thermal amplitude of a crystal near its melting point, vacancies 25 / 50 / 70 %, binary / ternary substitutions 10-50 %), plus host-built random alloys of in-class crystals through the
 file path.  Out-of-scope data: :mod:`crystaljax.structures.out_of_scope`.
 
 Each structure gives: n_species, SRO, crystallinity (on the ~250-atom cluster the model sees), the
@@ -33,6 +33,7 @@ from crystaljax.structures import dataset, order, out_of_scope
 DEFECTS = (
     ("displacement 0.04 Å", dict(displacement_sigma=0.04)),
     ("displacement 0.1 Å", dict(displacement_sigma=0.1)),
+    ("displacement 6 % d_NN", dict(displacement_sigma=0.06, displacement_relative=True)),  # ~ a crystal near T_m
     ("vacancies 25 %", dict(vacancy_fraction=0.25)),
     ("vacancies 50 %", dict(vacancy_fraction=0.5)),
     ("vacancies 70 %", dict(vacancy_fraction=0.7)),
