@@ -5,8 +5,8 @@ Two disjoint halves, built from different seeds (and, for compounds, disjoint el
 
 In-class data: ``crystaljax.structures.dataset.generate`` (seeds 101 / 202, different from training's 0),
 pristine and with the paper's defects applied on device (displacements 0.04 / 0.1 Å and 6 % of d_NN, the
-thermal amplitude of a crystal near its melting point, vacancies 25 / 50 / 70 %, binary / ternary substitutions 10-50 %), plus host-built random alloys of in-class crystals through the
-file path.  Out-of-scope data: :mod:`crystaljax.structures.out_of_scope`.
+thermal amplitude of a crystal near its melting point, vacancies 25 / 50 / 70 %, binary / ternary
+substitutions 10-50 %), plus host-built random alloys of in-class crystals through the file path.  Out-of-scope data: :mod:`crystaljax.structures.out_of_scope`.
 
 Each structure gives: n_species, SRO, crystallinity (on the ~250-atom cluster the model sees), the
 fingerprint's intensity concentration, the MC dropout confidence and mutual information, and the network's
