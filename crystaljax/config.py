@@ -10,11 +10,13 @@ Group schemas (one per ``conf/<group>/``): :class:`DetectorConfig`, :class:`Beam
 (package ``_global_``); every root YAML starts its defaults list with ``schema: <name>``, so a
 misspelled key in a YAML file or an override fails at composition.  :func:`to_typed` converts a
 composed config into the frozen dataclasses with ``OmegaConf.to_object`` (which runs the
-validation in ``__post_init__``).  An entry point is three lines::
+validation in ``__post_init__``).  An entry point is :func:`experiment_main` on a ``run(cfg, run_dir)``::
 
-    @hydra_main("table1")
-    def main(cfg: Table1Config) -> None:
-        run(cfg, output_dir())
+    def run(cfg: Table1Config, run_dir: Path):
+        from crystaljax.analysis.defect_sweeps import run
+        return run(cfg, run_dir)
+
+    main = experiment_main("table1", run)
 
 This module is the lowest layer: it imports nothing from crystaljax, and Hydra/OmegaConf only
 inside functions.
@@ -23,6 +25,7 @@ inside functions.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import sys
 from dataclasses import dataclass, field
@@ -709,8 +712,6 @@ def compose(config_name: str = "config", overrides: list[str] | tuple[str, ...] 
 def hydra_main(config_name: str) -> Callable:
     """``@hydra_main("table1")``: ``hydra.main`` on conf/ with the schemas registered first; the
     decorated function receives the typed root schema instead of a DictConfig."""
-    import functools
-
     import hydra
 
     register_configs()
@@ -730,6 +731,43 @@ def output_dir() -> Path:
     from hydra.core.hydra_config import HydraConfig
 
     return Path(HydraConfig.get().runtime.output_dir)
+
+
+def _is_crystaljax_error(exc: BaseException) -> bool:
+    """True for a ``crystaljax.errors.CrystalJaxError`` (looked up, not imported: this layer may not import it, and
+    none can have been raised before that module was imported)."""
+    errors = sys.modules.get("crystaljax.errors")
+    return errors is not None and isinstance(exc, errors.CrystalJaxError)
+
+
+def _print_run_dir(result, run_dir: Path) -> None:
+    print(f"results in {run_dir}")
+
+
+def experiment_main(config_name: str, run: Callable, *, report: Callable | None = None) -> Callable:
+    """The Hydra main of an experiment script: ``main = experiment_main("table1", run)``.
+
+    Calls ``run(cfg, run_dir)`` with the typed root schema of ``conf/<config_name>.yaml`` and the Hydra run
+    directory.  A CrystalJaxError ends the program with the one line ``error: <message>`` on stderr and exit status 1
+    (no traceback).  Then ``report(result, run_dir)`` prints the outcome (default: ``results in <run_dir>``); what it
+    returns is what the main returns (the objective of a Hydra sweeper).  Define ``run`` in the script: Hydra names
+    the job (and its log file) after the module of ``run``.
+    """
+    report = _print_run_dir if report is None else report
+
+    @hydra_main(config_name)
+    @functools.wraps(run)
+    def main(cfg):
+        run_dir = output_dir()
+        try:
+            result = run(cfg, run_dir)
+        except Exception as exc:
+            if not _is_crystaljax_error(exc):
+                raise
+            sys.exit(f"error: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
+        return report(result, run_dir)
+
+    return main
 
 
 def _get(cfg, name: str, default=None):
@@ -780,5 +818,5 @@ __all__ = [
     "AttentionOptions", "SensitivityConfig", "SublatticeOptions", "DisplacementOptions",
     "DETECTOR_PRESETS", "detector_preset", "is_tracer", "is_static_zero", "check_number", "check_elements",
     "from_dict", "to_container", "register_configs", "to_typed", "compose", "hydra_main", "output_dir",
-    "experiment_output_dir", "resolved_yaml", "start_experiment", "field",
+    "experiment_main", "experiment_output_dir", "resolved_yaml", "start_experiment", "field",
 ]

@@ -8,22 +8,18 @@ crystaljax.config.CalibrateUnknownConfig).  The last line printed is the JSON of
 """
 
 import json
-import sys
 
-from crystaljax.config import hydra_main, output_dir
-from crystaljax.errors import CrystalJaxError
+from crystaljax.config import experiment_main
 
 
-@hydra_main("calibrate_unknown")
-def main(cfg) -> None:
+def run(cfg, run_dir) -> dict:
+    """``crystaljax.analysis.calibrate_unknown.run``, imported when the job starts."""
     from crystaljax.analysis.calibrate_unknown import run
 
-    try:
-        result = run(cfg, output_dir())
-    except CrystalJaxError as exc:
-        sys.exit(f"error: {exc}")
-    print(json.dumps(result))
+    return run(cfg, run_dir)
 
+
+main = experiment_main("calibrate_unknown", run, report=lambda result, run_dir: print(json.dumps(result)))
 
 if __name__ == "__main__":
     main()

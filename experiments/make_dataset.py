@@ -16,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from crystaljax.config import MakeDatasetConfig, hydra_main, resolved_yaml
+from crystaljax.config import MakeDatasetConfig, experiment_main, resolved_yaml
 
 
 def run(cfg: MakeDatasetConfig, command: str = "") -> dict:
@@ -46,9 +46,11 @@ def run(cfg: MakeDatasetConfig, command: str = "") -> dict:
     return {"npz": str(npz), "summary": str(summary_path), "config": str(config_path), "stats": summary}
 
 
-@hydra_main("make_dataset")
-def main(cfg: MakeDatasetConfig) -> None:
-    run(cfg, "python experiments/make_dataset.py " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
+def _run(cfg: MakeDatasetConfig, run_dir) -> dict:
+    return run(cfg, "python experiments/make_dataset.py " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
+
+
+main = experiment_main("make_dataset", _run, report=lambda result, run_dir: None)  # run() prints what it wrote
 
 
 if __name__ == "__main__":

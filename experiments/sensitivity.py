@@ -7,22 +7,17 @@
 Hydra glue around ``crystaljax.analysis.saliency.run`` (config: conf/sensitivity.yaml, typed by crystaljax.config).
 """
 
-import sys
-
-from crystaljax.config import hydra_main, output_dir
-from crystaljax.errors import CrystalJaxError
+from crystaljax.config import experiment_main
 
 
-@hydra_main("sensitivity")
-def main(cfg) -> None:
+def run(cfg, run_dir):
+    """``crystaljax.analysis.saliency.run``, imported when the job starts."""
     from crystaljax.analysis.saliency import run
 
-    try:
-        run(cfg, output_dir())
-    except CrystalJaxError as exc:
-        sys.exit(f"error: {exc}")
-    print(f"results in {output_dir()}")
+    return run(cfg, run_dir)
 
+
+main = experiment_main("sensitivity", run)
 
 if __name__ == "__main__":
     main()

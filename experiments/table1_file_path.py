@@ -8,22 +8,17 @@ Hydra glue around ``crystaljax.analysis.table1_file_path.run`` (config: conf/tab
 crystaljax.config.Table1FilePathConfig).
 """
 
-import sys
-
-from crystaljax.config import hydra_main, output_dir
-from crystaljax.errors import CrystalJaxError
+from crystaljax.config import experiment_main
 
 
-@hydra_main("table1_file_path")
-def main(cfg) -> None:
+def run(cfg, run_dir):
+    """``crystaljax.analysis.table1_file_path.run``, imported when the job starts."""
     from crystaljax.analysis.table1_file_path import run
 
-    try:
-        run(cfg, output_dir())
-    except CrystalJaxError as exc:
-        sys.exit(f"error: {exc}")
-    print(f"results in {output_dir()}")
+    return run(cfg, run_dir)
 
+
+main = experiment_main("table1_file_path", run)
 
 if __name__ == "__main__":
     main()

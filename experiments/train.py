@@ -14,23 +14,26 @@ import json
 import shlex
 import sys
 
-from crystaljax.config import hydra_main, output_dir
-from crystaljax.errors import CrystalJaxError
+from crystaljax.config import experiment_main
 
 
-@hydra_main("config")
-def main(cfg) -> float | None:
+def run(cfg, run_dir) -> dict:
+    """``crystaljax.learn.experiment.train_and_evaluate`` with the command line recorded; the metrics."""
     from crystaljax.learn.experiment import train_and_evaluate
 
     command = "python experiments/train.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    try:
-        metrics = train_and_evaluate(cfg, output_dir(), command=command)
-    except CrystalJaxError as exc:
-        sys.exit(f"error: {exc}")
-    accuracy = {s: metrics[s]["accuracy"] for s in ("val", "test") if s in metrics}
-    print(json.dumps({"run_dir": str(output_dir()), "accuracy": accuracy, "steps": metrics["steps"]}))
-    return accuracy.get("val", accuracy.get("test"))  # what a Hydra sweeper optimises
+    return train_and_evaluate(cfg, run_dir, command=command)
 
+
+def report(metrics: dict, run_dir) -> float | None:
+    """Print one JSON line (run directory, accuracies, steps); return the val accuracy (else the test
+    accuracy), what a Hydra sweeper optimises."""
+    accuracy = {s: metrics[s]["accuracy"] for s in ("val", "test") if s in metrics}
+    print(json.dumps({"run_dir": str(run_dir), "accuracy": accuracy, "steps": metrics["steps"]}))
+    return accuracy.get("val", accuracy.get("test"))
+
+
+main = experiment_main("config", run, report=report)
 
 if __name__ == "__main__":
     main()
