@@ -335,7 +335,7 @@ def cmd_explain(args) -> int:
 
     from crystaljax.learn.checkpoint import resolve_model_dir
 
-    summary = explain_file(args.file, args.out, model_dir=resolve_model_dir(args.model))
+    summary = explain_file(args.file, args.out, model_dir=resolve_model_dir(args.model), scale=args.scale)
     out = Path(args.out)
     for frame in summary.get("frames", []):
         label = frame.get("label") or frame.get("predicted")
@@ -445,6 +445,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file", help="ASE-readable structure file")
     p.add_argument("--out", required=True, help="output directory for PNGs, extxyz and explain.json")
     p.add_argument("--model", default="default", help="default | pristine | model directory (default: default)")
+    _add_scale(p)
     p.set_defaults(func=cmd_explain)
 
     p = sub.add_parser(

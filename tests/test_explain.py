@@ -468,6 +468,32 @@ def test_explain_file(tiny_model_dir, clf, tmp_path):
     assert (tmp_path / "out" / "explain.json").is_file()
 
 
+def test_explain_scale_option_sets_the_cluster_scale(tiny_model_dir, tmp_path, capsys):
+    """``crystaljax explain --scale`` as ``classify --scale``: robust (the default) keeps the crystal's
+    nearest-neighbour distance under displacements, mean shortens it; an unknown estimator is one line."""
+    import ase.io
+    from ase.build import bulk
+
+    from crystaljax.cli import build_parser, main
+    from crystaljax.structures.cluster import prepare
+
+    noisy = tmp_path / "noisy.extxyz"
+    atoms = bulk("Cu", "fcc", a=3.615, cubic=True).repeat((4, 4, 4))
+    atoms.rattle(0.12, seed=0)  # Gaussian displacements, 0.12 Å per component
+    ase.io.write(noisy, atoms, format="extxyz")
+    assert build_parser().parse_args(["explain", str(noisy), "--out", "x"]).scale == "robust"
+    assert main(["explain", str(noisy), "--out", str(tmp_path / "mean"), "--model", str(tiny_model_dir),
+                 "--scale", "mean"]) == 0
+    nn_mean = ase.io.read(tmp_path / "mean" / "saliency.extxyz").info["nn_distance"]
+    nn = {s: prepare(atoms.copy(), scale=s).info["nn_distance"] for s in ("robust", "mean")}
+    assert nn["robust"] == pytest.approx(3.615 / np.sqrt(2), rel=0.02)
+    assert nn_mean == pytest.approx(nn["mean"], rel=1e-5) and nn_mean < 0.95 * nn["robust"]
+    capsys.readouterr()
+    assert main(["explain", str(noisy), "--out", str(tmp_path / "bad"), "--scale", "median"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "--scale" in err and "'median'" in err
+
+
 def _config(name, *overrides):
     from crystaljax.config import compose
 

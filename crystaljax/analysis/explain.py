@@ -18,7 +18,7 @@ from crystaljax.analysis.attention import LAYERS, REPRESENTATIVES, TOP_K, Guided
 from crystaljax.analysis.saliency import SaliencyProbe, atom_saliency
 
 
-def explain_file(path, out_dir, model_dir=None, *, index=":", target: int | None = None,
+def explain_file(path, out_dir, model_dir=None, *, index=":", target: int | None = None, scale: str = "robust",
                  layers: Sequence[int] = LAYERS, k: int = TOP_K, rule: str = "guided", select: str = "mean") -> dict:
     """Explain the classification of every frame of a structure file; writes into ``out_dir``:
 
@@ -32,8 +32,9 @@ def explain_file(path, out_dir, model_dir=None, *, index=":", target: int | None
     explain.json                         predictions, top filters and file list
 
     model_dir: a Classifier, a shipped model's name or a model directory (None: ``default``).
-    target: cluster size in atoms (default the model's).  Raises InputFileError / StructureError
-    for unreadable input.  Returns the summary (also in explain.json).
+    target: cluster size in atoms (default the model's).  scale: the length-scale estimator of the clusters
+    (``crystaljax.structures.cluster.SCALES``, as ``crystaljax classify --scale``).  Raises InputFileError /
+    StructureError for unreadable input.  Returns the summary (also in explain.json).
     """
     from crystaljax.analysis import report
     from crystaljax.learn.classifier import Classifier
@@ -50,7 +51,7 @@ def explain_file(path, out_dir, model_dir=None, *, index=":", target: int | None
     image_fn = jax.jit(clf.fingerprint_fn)
     gb = GuidedBackprop(clf, k, rule=rule, select=select)
     probe, probe_logit = SaliencyProbe(clf), SaliencyProbe(clf, "logit")
-    batch = prepare_structures(frames, target=target)
+    batch = prepare_structures(frames, target=target, scale=scale)
     summary = {"file": str(path), "model": clf.card.get("path"), "classes": list(classes),
                "method": "guided backprop response maps; gradients of p and of the logit", "frames": []}
     templates: dict[int, np.ndarray] = {}
@@ -71,7 +72,7 @@ def explain_file(path, out_dir, model_dir=None, *, index=":", target: int | None
         }
         own = np.asarray(gb.template(image))
         if pred not in templates and classes[pred] in REPRESENTATIVES:
-            ref = take(prepare_structures([representative_atoms(classes[pred])], target=target), 0)
+            ref = take(prepare_structures([representative_atoms(classes[pred])], target=target, scale=scale), 0)
             templates[pred] = np.asarray(gb.template(np.asarray(image_fn(ref))))
         tiles = [own] + ([templates[pred]] if pred in templates else [])
         names = ["this structure"] + ([f"{classes[pred]} template ({REPRESENTATIVES[classes[pred]][1]})"]
