@@ -252,3 +252,46 @@ def test_a_periodic_box_is_oriented_by_its_crystal_not_by_the_box(monkeypatch):
     monkeypatch.setattr(cluster, "BOX_ATOMS", 10**9)     # the box's own lattice: another orientation
     old = np.asarray(pipeline.fingerprints([box]))
     assert rel(fp[0], old[0]) > 0.1
+
+
+def _on_lattice_of(points: np.ndarray, reference: np.ndarray, tol: float = 0.05) -> float:
+    """Fraction of the difference vectors points - points[0] that are difference vectors of ``reference``
+    (from the reference atom nearest its centroid) within ``tol`` (positions in units of d_NN)."""
+    from scipy.spatial import cKDTree
+
+    centre = reference[np.argmin(np.linalg.norm(reference - reference.mean(0), axis=1))]
+    diffs = cKDTree(reference - centre)
+    d = points - points[0]
+    d = d[np.linalg.norm(d, axis=1) < 0.6 * np.ptp(reference, axis=0).min()]  # inside the reference ball
+    return float(np.mean(diffs.query(d)[0] < tol))
+
+
+def test_a_vacancy_rich_box_is_oriented_like_its_primitive_cell(monkeypatch):
+    """hcp Zn as an 8x8x3 box (3c < 8a: the box's reduced lattice puts c along x) with 62 % of its atoms removed
+    (spglib finds no primitive cell): the box route finds the crystal lattice in a ball, checks that it tiles the
+    box, and every atom of the prepared cluster sits on a site of the primitive cell's prepared cluster; the
+    box's own lattice (the former rule for boxes of <= 150 atoms) does not."""
+    from crystaljax.structures import cluster
+
+    zn = bulk("Zn", "hcp", a=2.66, c=4.937)
+    box = zn.repeat((8, 8, 3))
+    rng = np.random.default_rng(0)
+    box = box[np.sort(rng.choice(len(box), int(0.38 * len(box)), replace=False))]
+    assert cluster.BOX_ATOMS < len(box) <= 150
+    reference = prepare(zn).positions
+    assert _on_lattice_of(prepare(box).positions, reference) > 0.99
+    monkeypatch.setattr(cluster, "BOX_ATOMS", 150)
+    assert _on_lattice_of(prepare(box).positions, reference) < 0.5
+
+
+def test_tiles_accepts_the_crystal_lattice_and_rejects_others():
+    from crystaljax.structures.cluster import tiles
+
+    prim = bulk("Cu", "fcc", a=3.6).cell[:]
+    box = np.diag([4, 4, 4]) @ bulk("Cu", "fcc", a=3.6, cubic=True).cell[:]
+    assert tiles(box, prim)
+    assert tiles(box, prim * (1 + 2e-3))                      # estimation noise
+    assert not tiles(box, prim * 1.5)                         # a coarser lattice
+    c, s_ = np.cos(np.radians(30)), np.sin(np.radians(30))
+    assert not tiles(box, prim @ np.array([[c, -s_, 0], [s_, c, 0], [0, 0, 1]]).T)   # the lattice turned 30 deg
+    assert not tiles(box, np.zeros((3, 3)))

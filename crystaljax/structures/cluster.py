@@ -242,9 +242,25 @@ def build_cluster(atoms, target: int = 250, shape: str = "sphere",
     return out
 
 
-#: A periodic cell with more atoms than this is a box (an MD snapshot, a supercell): :func:`prepare` orients it
-#: by its crystal lattice like a finite fragment, not by the box's own (supercell) lattice.
-BOX_ATOMS = 150
+#: A periodic cell with more atoms than this is a box (an MD snapshot, a supercell, possibly with vacancies):
+#: :func:`prepare` orients it by its crystal lattice like a finite fragment, not by the box's own (supercell)
+#: lattice.  The conventional cells of the seven classes have at most 9 atoms (hexagonal setting), so a larger
+#: cell of an in-class element is a supercell.
+BOX_ATOMS = 32
+
+#: Largest distance of ``box = N @ lattice`` from integer N for a lattice found in a box's ball to be accepted.
+TILING_TOL = 0.2
+
+
+def tiles(cell, lattice, tol: float = TILING_TOL) -> bool:
+    """True when the rows of ``cell`` (3, 3) Å are integer combinations (within ``tol``) of the rows of
+    ``lattice`` (3, 3) Å: the box is a supercell of that lattice, so a lattice found in a ball cut from the box
+    is the box's crystal lattice and not a coarser or skewed one fitted to a sparse (vacancy-rich) ball."""
+    lattice = np.asarray(lattice, dtype=np.float64)
+    if abs(np.linalg.det(lattice)) < 1e-12:
+        return False
+    n = np.asarray(cell, dtype=np.float64) @ np.linalg.inv(lattice)
+    return bool(np.all(np.abs(n - np.round(n)) < tol) and abs(np.linalg.det(np.round(n))) >= 0.5)
 
 
 def prepare(atoms, target: int = 250, shape: str = "sphere", orient: bool = True,
@@ -253,9 +269,10 @@ def prepare(atoms, target: int = 250, shape: str = "sphere", orient: bool = True
 
     A periodic box of more than :data:`BOX_ATOMS` atoms (with ``orient=True``) is cut to a ball of ~``target``
     atoms (:func:`sphere_cut`) and oriented like a finite fragment: the reduced basis of a supercell's lattice
-    says nothing about the crystal inside (an hcp Zn 7x7x4 box reduces with c along x), so the box's lattice
-    would put the same crystal in another orientation than its primitive cell.  If no lattice is found in the
-    ball, the box's standard cell is used as for a small cell.
+    says nothing about the crystal inside (an hcp Zn 7x7x4 box reduces with c along x; with vacancies spglib
+    cannot find the primitive cell either), so the box's lattice would put the same crystal in another
+    orientation than its primitive cell.  If no lattice is found in the ball, or the one found does not tile
+    the box (:func:`tiles`), the box's standard cell is used as for a small cell.
 
     What the rest of crystaljax calls.  Finite input (atom-probe data, nanoparticles, clusters cut from
     MD) with ``orient=True`` goes through :func:`crystaljax.structures.lattice.orient_finite`: a large fragment is
@@ -273,7 +290,9 @@ def prepare(atoms, target: int = 250, shape: str = "sphere", orient: bool = True
 
         ball, _ = sphere_cut(atoms, target)
         oriented = orient_finite(ball, target=target)
-        if oriented.info.get("lattice_found"):  # scaled by the periodic box (images included), not the ball
+        found = oriented.info.get("lattice_found") and tiles(
+            atoms.cell[:], np.asarray(oriented.info["estimated_cell"]) @ oriented.info["rotation"])
+        if found:  # scaled by the periodic box (images included), not the ball
             return build_cluster(oriented, target=target, shape=shape, scale=scale, nn=nn_scale(atoms, scale))
         atoms = standard_cell(atoms)
     elif is_periodic(atoms):

@@ -454,9 +454,10 @@ def orient_finite(atoms, target: int = 250, *, core: bool = True) -> "ase.Atoms"
     fcc value).
 
     Output: a new non-periodic ``ase.Atoms`` (zero cell), numbers, tags and other per-atom arrays kept per
-    atom; ``info`` copied plus ``info['lattice_found']`` (bool) and ``info['estimated_cell']`` ((3, 3) Å,
+    atom; ``info`` copied plus ``info['lattice_found']`` (bool), ``info['estimated_cell']`` ((3, 3) Å,
     rows = the estimated primitive lattice rotated into the OUTPUT frame (lower triangular up to the
-    symmetrisation, ~1e-2 nn), zeros when not found).
+    symmetrisation, ~1e-2 nn), zeros when not found) and ``info['rotation']`` ((3, 3) R, output = R input
+    about the centroid; identity when not found), so ``estimated_cell @ R`` is the lattice in the input frame.
     Without a lattice the (kept) atoms are returned unrotated.  Raises :class:`StructureError` for fully
     periodic input (use ``standard_cell``) or an empty structure.
     """
@@ -479,6 +480,7 @@ def orient_finite(atoms, target: int = 250, *, core: bool = True) -> "ase.Atoms"
     out.info["lattice_found"] = B is not None
     if B is None:
         out.info["estimated_cell"] = np.zeros((3, 3))
+        out.info["rotation"] = np.eye(3)
         return out
     G = B @ B.T
     # metric uncertainty ~ rms x |b| relative to trace(G)/3; 6x covers the observed scatter (floor 0.01)
@@ -487,4 +489,5 @@ def orient_finite(atoms, target: int = 250, *, core: bool = True) -> "ase.Atoms"
     c = pos.mean(axis=0)
     out.positions = (pos - c) @ R.T + c
     out.info["estimated_cell"] = B @ R.T
+    out.info["rotation"] = R
     return out
