@@ -177,11 +177,13 @@ def main(argv=None) -> dict:
     ap.add_argument("--stride", type=float, default=None, help="crystaljax window stride (default: the map default)")
     ap.add_argument("--no-figures", action="store_true")
     ap.add_argument("--scaling", action="store_true", help="only the scaling run (periodic fcc, 2k-32k atoms)")
+    ap.add_argument("--sizes", default="8,13,20", help="scaling run: fcc boxes of 4 n^3 atoms for these n "
+                                                       "(29: 97,556 atoms)")
     ap.add_argument("--boundary-mc", type=int, default=0, metavar="K",
                     help="only the grain-boundary profile of the distorted slab with K MC-dropout passes per window")
     args = ap.parse_args(argv)
     if args.scaling:
-        return {"scaling": scaling(), "load_average": os.getloadavg()}
+        return {"scaling": scaling(tuple(int(n) for n in args.sizes.split(","))), "load_average": os.getloadavg()}
     if args.boundary_mc:
         return boundary_mc(args.boundary_mc, args.stride)
 
