@@ -422,14 +422,23 @@ def test_unknown_arrays_round_trip_through_extxyz(classifier, small_bcc, tmp_pat
         "none", "non-crystalline", "low_confidence"]
 
 
-def test_gas_half_of_a_crystal_gas_slab_is_unknown_and_the_crystal_half_is_not(classifier):
-    """Finite slab: fcc Cu (x < 0) next to a uniform random gas of the same density (x > 0); shipped
-    thresholds.  Atoms more than 4 Å from the interface: the crystal's are known, the gas's mostly unknown."""
+def test_liquid_half_of_a_crystal_liquid_slab_is_unknown_and_the_crystal_half_is_not(classifier):
+    """Finite slab: fcc Cu (x < 0) next to a liquid-like dense random packing of the same number of atoms in the
+    same volume (x > 0: random sequential addition with no pair closer than 0.6 d_NN, then a soft repulsion
+    relaxed towards d_NN, the calibration's "liquid-like" recipe); shipped thresholds.  Atoms more than 4 Å from
+    the interface: the crystal's are known, the liquid's mostly unknown.  (Uniformly random points that may
+    overlap are not matter and are not what the thresholds are calibrated on.)"""
+    from crystaljax.structures.out_of_scope import _relax_soft, _rsa
+
     cu = bulk("Cu", "fcc", a=3.61, cubic=True).repeat((6, 6, 6))
     length = float(cu.cell[0, 0])
     crystal = cu.positions - cu.cell.sum(axis=0) / 2 - [length / 2, 0, 0]
-    gas = np.random.default_rng(0).uniform(-length / 2, length / 2, crystal.shape) + [length / 2, 0, 0]
-    atoms = Atoms(numbers=np.full(2 * len(crystal), 29), positions=np.concatenate([crystal, gas]))
+    d_nn = 3.61 / np.sqrt(2)
+    liquid = _rsa(np.random.default_rng(0), len(crystal), length, 0.6 * d_nn)
+    assert len(liquid) == len(crystal)
+    liquid = _relax_soft(liquid, length, d_nn, steps=60, periodic=False).clip(0.0, length)
+    liquid = liquid - length / 2 + [length / 2, 0, 0]
+    atoms = Atoms(numbers=np.full(2 * len(crystal), 29), positions=np.concatenate([crystal, liquid]))
     res = mapping.map_atoms(atoms, classifier, stride=8.0, mc_samples=8)
     assert res.info["unknown_verdict"] == "on"
     x = atoms.positions[:, 0]
