@@ -445,3 +445,30 @@ def test_liquid_half_of_a_crystal_liquid_slab_is_unknown_and_the_crystal_half_is
     assert res.unknown[x < -4.0].mean() < 0.2
     assert res.unknown[x > 4.0].mean() > 0.5
     assert np.mean(res.crystal_class[x < -4.0] == "fcc") > 0.8
+
+
+def test_window_scale_rules_under_displacements(classifier):
+    """Interior window of an fcc crystal with Gaussian displacements of 0 / 4 / 8 % d_NN per component: the
+    median nearest-neighbour distance shrinks (displacements shorten every atom's nearest pair), the robust
+    first-shell estimate stays within 1 % of d_NN, and the default rule, the larger of the two, follows it; on the
+    clean crystal both are exact and the maps of the two rules agree."""
+    from scipy.spatial import cKDTree
+
+    from crystaljax.structures.cluster import ROBUST_NEIGHBOURS
+
+    box = bulk("Cu", "fcc", a=3.61, cubic=True).repeat((7, 7, 7))
+    d_nn = 3.61 / np.sqrt(2)
+    for level, median_below in ((0.0, 1.0 + 1e-9), (0.04, 0.95), (0.08, 0.9)):
+        pos = box.positions + np.random.default_rng(3).normal(0.0, level * d_nn, box.positions.shape)
+        tree = cKDTree(pos)
+        idx = np.flatnonzero(np.linalg.norm(pos - pos.mean(axis=0), axis=1) < 7.0)[None]
+        valid = np.ones_like(idx, dtype=bool)
+        median = mapping.window_scale(tree.query(pos, k=2)[0][:, 1], idx, valid)[0] / d_nn
+        robust = mapping.robust_window_scale(tree.query(pos, k=ROBUST_NEIGHBOURS + 1)[0][:, 1:], idx, valid)[0] / d_nn
+        assert median < median_below and abs(robust - 1.0) < 0.01 and max(median, robust) == robust
+    assert mapping.SCALE_METHODS == ("median", "robust", "max")
+    with pytest.raises(ValueError, match="scale_method"):
+        mapping.map_atoms(box, classifier, stride=8.0, scale_method="mean")
+    clean_max = mapping.map_atoms(box, classifier, stride=8.0)
+    clean_median = mapping.map_atoms(box, classifier, stride=8.0, scale_method="median")
+    np.testing.assert_allclose(clean_max.class_probability, clean_median.class_probability, atol=1e-4)

@@ -12,8 +12,10 @@ Method (all host work vectorised over windows; the device work in fixed-size jit
 2. Each window = the ``window`` atoms nearest its centre (an int), or the atoms within ``window`` Å of it
    (a float, capped at 4 x the model's cluster size), one vectorised ``cKDTree.query`` for all centres.
 3. Scale: each window's positions are centred on its centroid and divided by the window's nearest-neighbour
-   distance (median over its atoms of the per-atom nearest-neighbour distance, which one k-d tree query over
-   the whole structure gives); robust to the short distances at grain boundaries and to vacancies.
+   distance: the larger of the median over its atoms of the per-atom nearest-neighbour distance (one k-d tree
+   query over the whole structure; robust to the short distances at grain boundaries and to vacancies) and the
+   robust first-shell estimate (:func:`robust_window_scale`), which corrects the shortening of the nearest
+   distances by thermal or random displacements (``scale_method``).
 4. Orientation: the model is not rotation invariant (it was trained on clusters in the standard orientation
    of their lattice), so each window is rotated into the standard orientation of the lattice it matches.
    Lattices are estimated only on a few seed windows and matched to all atoms by vectorised k-d tree queries
@@ -278,6 +280,10 @@ def nn_distances(points: np.ndarray, owner: np.ndarray, n_atoms: int, tree=None)
     tree = cKDTree(points) if tree is None else tree
     d, _ = tree.query(points[_first_points(owner, n_atoms)], k=2)
     return d[:, 1]
+
+
+#: Window length-scale rules of :func:`map_atoms` (``scale_method``).
+SCALE_METHODS = ("median", "robust", "max")
 
 
 def robust_window_scale(table: np.ndarray, idx: np.ndarray, valid: np.ndarray) -> np.ndarray:
@@ -571,7 +577,7 @@ def vote_unknown(window_unknown: np.ndarray, window_reason, atom: np.ndarray, wg
 
 
 def map_atoms(atoms, classifier=None, *, stride: float = DEFAULT_STRIDE, window=None, sigma: float = DEFAULT_SIGMA,
-              orient: str = "lattices", scale_method: str = "median", chunk: int = DEFAULT_CHUNK,
+              orient: str = "lattices", scale_method: str = "max", chunk: int = DEFAULT_CHUNK,
               batch_size: int = 64, progress: bool = False, mc_samples: int = 0, seed: int = 0,
               unknown: bool = True, unknown_host: bool = True) -> MapResult:
     """Per-atom crystal classes, probabilities and uncertainty of a large structure (see module docstring).
@@ -582,8 +588,10 @@ def map_atoms(atoms, classifier=None, *, stride: float = DEFAULT_STRIDE, window=
     stride:     grid spacing of the window centres, Å.
     window:     int = atoms per window (default: the model's cluster size, 250); float = radius in Å.
     sigma:      Gaussian vote width as a fraction of the window radius.
-    scale_method: ``"median"`` (median per-atom nearest-neighbour distance of the window; default) or
-                ``"robust"`` (:func:`robust_window_scale`, corrects for displacements; docs/MAPS.md compares).
+    scale_method: ``"median"`` (median per-atom nearest-neighbour distance of the window), ``"robust"``
+                (:func:`robust_window_scale`, corrects the shortening by displacements) or ``"max"`` (the larger
+                of the two per window; default: the median is exact on clean windows, displacements only make it
+                too small; docs/MAPS.md compares).
     orient:     how windows are rotated into their lattice's standard orientation: ``"lattices"`` (lattices
                 estimated on a few seed windows, matched to every window; :func:`orient_windows`),
                 ``"each"`` (a lattice estimated per window; slow reference) or ``"none"``.  docs/MAPS.md.
@@ -625,13 +633,16 @@ def map_atoms(atoms, classifier=None, *, stride: float = DEFAULT_STRIDE, window=
     idx, valid, dist = gather_windows(points, owner, centres, window, tree,
                                       max_atoms=4 * int(classifier.spec.cluster_target))
     nn = nn_distances(points, owner, n, tree)
-    if scale_method == "robust":
+    if scale_method not in SCALE_METHODS:
+        raise ValueError(f"scale_method must be one of {SCALE_METHODS}, got {scale_method!r}")
+    robust = None
+    if scale_method in ("robust", "max"):
         from crystaljax.structures.cluster import ROBUST_NEIGHBOURS
 
-        table = neighbour_table(points, owner, n, ROBUST_NEIGHBOURS, tree)
-        scale = robust_window_scale(table[owner], idx, valid)
-    else:
-        scale = window_scale(nn[owner], idx, valid)
+        robust = robust_window_scale(neighbour_table(points, owner, n, ROBUST_NEIGHBOURS, tree)[owner], idx, valid)
+    scale = robust if scale_method == "robust" else window_scale(nn[owner], idx, valid)
+    if scale_method == "max":
+        scale = np.maximum(scale, robust)
     numbers = np.asarray(atoms.numbers)[owner]
     t_host = time.perf_counter() - t0
     orient_info: dict[str, Any] = {}
@@ -684,7 +695,7 @@ def map_atoms(atoms, classifier=None, *, stride: float = DEFAULT_STRIDE, window=
     if th is not None and unknown_host:
         from crystaljax.structures.cluster import ROBUST_NEIGHBOURS
 
-        shell = scale if scale_method == "robust" else robust_window_scale(
+        shell = robust if robust is not None else robust_window_scale(
             neighbour_table(points, owner, n, ROBUST_NEIGHBOURS, tree)[owner], idx, valid)
         host = window_host_features(points, numbers, idx, valid, shell)
     wv = window_verdict(th, concentration=concentration, confidence=probs.max(axis=1), mutual_information=mi,
