@@ -285,3 +285,22 @@ def test_orient_finite_core_and_output():
     assert len(orient_finite(atoms, target=250, core=False)) == len(atoms)
     with pytest.raises(StructureError):
         orient_finite(bulk("Cu"))
+
+
+def test_orient_finite_reports_the_rotation_it_applied():
+    """info['rotation'] is the proper rotation applied about the centroid (output = R input), and
+    estimated_cell @ R is the lattice in the input frame (found in a fragment turned at random)."""
+    pos, _, _, _ = _fragment("fcc", n=300, seed=5, noise=0.02)
+    atoms = rotate(Atoms(numbers=np.full(len(pos), 29), positions=pos), random_rotation(np.random.default_rng(4)))
+    out = orient_finite(atoms)
+    R = out.info["rotation"]
+    np.testing.assert_allclose(R @ R.T, np.eye(3), atol=1e-10)
+    assert np.linalg.det(R) == pytest.approx(1.0)
+    centre = atoms.positions.mean(axis=0)
+    np.testing.assert_allclose(out.positions, (atoms.positions - centre) @ R.T + centre, atol=1e-9)
+    # each input-frame lattice vector joins pairs of input atoms
+    basis = out.info["estimated_cell"] @ R
+    tree = cKDTree(atoms.positions)
+    for b in basis:
+        d, _ = tree.query(atoms.positions + b)
+        assert np.mean(d < 0.3) > 0.5

@@ -76,8 +76,9 @@ def features(clf: Classifier, batch: Structure, *, mc_samples: int = 16, seed: i
 
 
 def in_class_sets(clf: Classifier, seed: int, per_class: int):
-    """(data set, pristine batch, defect names, defective batch): ``per_class`` generated in-class structures per
-    class (``seed``) and the same structures with one of :data:`DEFECTS` each (cycled), applied on device."""
+    """(data set, pristine batch, defect names, defective batch, source): ``per_class`` generated in-class
+    structures per class (``seed``) and the same structures with one of :data:`DEFECTS` each (cycled), applied on
+    device; ``source`` (N,) is the data-set index of each defective row."""
     ds = dataset.generate(seed=seed, per_class=per_class, target=clf.spec.cluster_target, progress=False)
     base = Structure(*(np.asarray(x) for x in ds.structures))
     level = np.arange(len(ds)) % len(DEFECTS)
@@ -92,7 +93,7 @@ def in_class_sets(clf: Classifier, seed: int, per_class: int):
     kinds = sum([[name] * len(idx) for name, idx, _ in defective], [])
     merged = Structure(*(np.concatenate([np.asarray(getattr(b, f)) for _, _, b in defective])
                          for f in Structure._fields))
-    return ds, base, kinds, merged
+    return ds, base, kinds, merged, np.concatenate([idx for _, idx, _ in defective])
 
 
 REFERENCE_SEED = 303
@@ -101,12 +102,10 @@ REFERENCE_SEED = 303
 def build_reference(clf: Classifier, per_class: int = 100) -> novelty.EmbeddingReference:
     """The distance gate's reference: class means and pooled covariance of the embeddings of ``per_class``
     in-class structures per class (seed :data:`REFERENCE_SEED`), pristine and with one defect each."""
-    ds, base, _, merged = in_class_sets(clf, REFERENCE_SEED, per_class)
+    ds, base, _, merged, source = in_class_sets(clf, REFERENCE_SEED, per_class)
     labels = np.asarray(ds.labels)
-    level = np.arange(len(ds)) % len(DEFECTS)
-    order = np.concatenate([np.flatnonzero(level == j) for j in range(len(DEFECTS))])  # merged's row order
     emb = np.concatenate([clf.embeddings(clf.images(base)), clf.embeddings(clf.images(merged))])
-    return novelty.EmbeddingReference.fit(emb, np.concatenate([labels, labels[order]]), clf.n_classes)
+    return novelty.EmbeddingReference.fit(emb, np.concatenate([labels, labels[source]]), clf.n_classes)
 
 
 def _concat(parts: list[dict]) -> dict[str, np.ndarray]:
@@ -129,7 +128,7 @@ def build_half(clf: Classifier, half: str, *, per_class: int = 12, per_kind: int
         if progress:
             print(f"  {half}: {category:<22} {len(kinds):4d} structures  ({time.strftime('%H:%M:%S')})", flush=True)
 
-    ds, base, kinds, merged = in_class_sets(clf, seed, per_class)
+    ds, base, kinds, merged, _ = in_class_sets(clf, seed, per_class)
     add("in-class pristine", [str(p) for p in ds.meta["prototype"]], features(clf, base, mc_samples=mc_samples))
     add("in-class defective", kinds, features(clf, merged, mc_samples=mc_samples))
 

@@ -342,13 +342,6 @@ def lattice_scores(points: np.ndarray, atom_points: np.ndarray, basis: np.ndarra
     return hits, eligible
 
 
-def _rotation_between(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Proper rotation R (3, 3) with b ~ a @ R.T for centred point sets a, b (N, 3) (Kabsch)."""
-    u, _, vt = np.linalg.svd(a.T @ b)
-    d = np.sign(np.linalg.det(u @ vt))
-    return (u @ np.diag([1.0, 1.0, d]) @ vt).T
-
-
 def _seed_lattice(pos: np.ndarray):
     """Lattice (3, 3) Å in the file frame and the rotation R into its standard orientation of one window's
     centred positions (N, 3) Å via :func:`crystaljax.structures.lattice.orient_finite`, or None."""
@@ -362,8 +355,7 @@ def _seed_lattice(pos: np.ndarray):
         return None
     if not out.info.get("lattice_found", False):
         return None
-    rotated = np.asarray(out.positions, dtype=np.float64)
-    R = _rotation_between(pos - pos.mean(axis=0), rotated - rotated.mean(axis=0))
+    R = np.asarray(out.info["rotation"], dtype=np.float64)
     basis = np.asarray(out.info["estimated_cell"], dtype=np.float64) @ R  # back into the file frame
     return basis, R
 
