@@ -29,6 +29,7 @@ def main():
 
     from crystaljax.learn.classifier import Classifier
     from crystaljax.learn.novelty import assess
+    from crystaljax.structures.order import host_features
     from crystaljax.pipeline import prepare_structures
     from crystaljax.structures import out_of_scope
     from crystaljax.structures.cluster import prepare
@@ -47,8 +48,9 @@ def main():
 
     def with_unknown():
         images = clf.images(batch, 64)
-        pred = clf.predict_images(images, 64, mc_samples=args.mc_samples, key=0)
-        return assess(clf.unknown_thresholds, pred, clusters, images).unknown
+        pred = clf.predict_images(images, 64, mc_samples=args.mc_samples, key=0, embeddings=True)
+        return assess(clf.unknown_thresholds, pred, [host_features(c) for c in clusters], images,
+                      clf.feature_distance(pred)).unknown
 
     times = {}
     for name, fn in (("classify", plain), ("classify + unknown", with_unknown)):

@@ -207,6 +207,7 @@ def _classify_streamed(clf, items, args, key, errors, bar, times) -> list[dict]:
     from crystaljax.learn.classifier import Prediction
     from crystaljax.learn.novelty import assess
     from crystaljax.pipeline import balanced_batch, iter_prepared_batches
+    from crystaljax.structures.order import host_features
 
     def atoms_of_items():
         for path, frame, n_frames, atoms in items:
@@ -215,7 +216,7 @@ def _classify_streamed(clf, items, args, key, errors, bar, times) -> list[dict]:
 
     size = balanced_batch(len(items), args.batch)
     batches = iter_prepared_batches(atoms_of_items(), size, target=clf.spec.cluster_target, scale=args.scale,
-                                    keep_clusters=True)
+                                    cluster_features=host_features)
     rows: list[dict] = []
     while True:
         t0 = time.perf_counter()
@@ -228,11 +229,12 @@ def _classify_streamed(clf, items, args, key, errors, bar, times) -> list[dict]:
         n = pb.n_valid
         if n:
             images = clf.images(pb.batch, size)
-            full = clf.predict_images(images, size, mc_samples=args.mc_samples, key=key, start=len(rows))
-            pred = Prediction(full.classes, full.probabilities[:n], None if full.samples is None else full.samples[:n])
+            full = clf.predict_images(images, size, mc_samples=args.mc_samples, key=key, start=len(rows),
+                                      embeddings=True)
+            pred = Prediction(full.classes, full.probabilities[:n], None if full.samples is None else full.samples[:n],
+                              full.embeddings[:n])
             t2 = time.perf_counter()
-            verdict = assess(clf.unknown_thresholds, pred, list(pb.clusters), images[:n],
-                             clf.feature_distance(images[:n], pred.indices))
+            verdict = assess(clf.unknown_thresholds, pred, pb.features, images[:n], clf.feature_distance(pred))
             named = [(items[i][0], items[i][1], _frame_name(*items[i][:3]), i) for i in pb.indices]
             rows += _rows(clf, named, pred, verdict)
             times["device"] += t2 - t1
@@ -250,6 +252,7 @@ def _classify_per_chunk(clf, items, args, key, errors, bar, times) -> list[dict]
     from crystaljax.learn.novelty import assess
     from crystaljax.structure import from_ase, pad_to, stack
     from crystaljax.structures.cluster import prepare
+    from crystaljax.structures.order import host_features
 
     rows: list[dict] = []
     for start in range(0, len(items), args.batch):
@@ -271,10 +274,11 @@ def _classify_per_chunk(clf, items, args, key, errors, bar, times) -> list[dict]
         if good:
             batch = stack(clusters, n_max=pad_to(max(c.n_max for c in clusters)))
             images = clf.images(batch, args.batch)
-            pred = clf.predict_images(images, args.batch, mc_samples=args.mc_samples, key=key, start=len(rows))
+            pred = clf.predict_images(images, args.batch, mc_samples=args.mc_samples, key=key, start=len(rows),
+                                      embeddings=True)
             t2 = time.perf_counter()
-            verdict = assess(clf.unknown_thresholds, pred, ase_clusters, images,
-                             clf.feature_distance(images, pred.indices))
+            verdict = assess(clf.unknown_thresholds, pred, [host_features(a) for a in ase_clusters], images,
+                             clf.feature_distance(pred))
             rows += _rows(clf, good, pred, verdict)
             times["device"] += t2 - t1
             times["assess"] += time.perf_counter() - t2
@@ -293,8 +297,10 @@ def cmd_classify(args) -> int:
 
     if args.mc_samples < 0 or args.batch < 1 or args.occupancy_draws < 1:
         return _fail("--mc-samples must be >= 0, --batch >= 1 and --occupancy-draws >= 1")
+    from crystaljax.learn.sharding import local_mesh
+
     t0 = time.perf_counter()
-    clf = Classifier.load(args.model)
+    clf = Classifier.load(args.model, mesh=local_mesh(args.devices))
     key = jax.random.key(args.seed)
     read_errors: list[str] = []
     items, origin = _occupancy_draws(_read_all(args.paths, read_errors), args.occupancy_draws, args.seed)
@@ -351,7 +357,8 @@ def cmd_map(args) -> int:
 
     summary = map_file(args.file, args.out, model=args.model, frame=args.frame, stride=args.stride,
                        window=None if args.window is None else parse_window(args.window), png_prefix=args.png,
-                       progress=not args.quiet, mc_samples=args.mc_samples, seed=args.seed, unknown=not args.no_unknown)
+                       progress=not args.quiet, mc_samples=args.mc_samples, seed=args.seed, unknown=not args.no_unknown,
+                       devices=args.devices)
     if args.json:
         print(json.dumps(summary, indent=1))
     else:
@@ -400,6 +407,12 @@ def _bad_scale(args) -> str | None:
     return None if scale in SCALES else f"--scale: unknown estimator {scale!r}; choose one of {', '.join(SCALES)}"
 
 
+def _add_devices(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--devices", type=int, metavar="N", help="split each device batch over the first N local "
+                   "devices (GPUs/TPU cores; default: all of them; a CPU is one device); several hosts: "
+                   "docs/SCALING.md")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="crystaljax", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"crystaljax {_version()}")
@@ -436,6 +449,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "mixed site occupancies (CIF _atom_site_occupancy; default 8)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_scale(p)
+    _add_devices(p)
     p.add_argument("--legacy-batching", action="store_true", help=argparse.SUPPRESS)  # benchmarks: former path
     p.add_argument("--stage-times", action="store_true", help=argparse.SUPPRESS)  # benchmarks: JSON line on stderr
     p.set_defaults(func=cmd_classify)
@@ -474,6 +488,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "when windows flagged by the model's unknown.json gates carry over half its vote; per-atom "
                    "arrays 'unknown' and 'unknown_reason'; docs/MAPS.md)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_devices(p)
     p.set_defaults(func=cmd_map)
     return parser
 
@@ -489,10 +504,36 @@ def _quiet_backends() -> None:
         sys.stdout.reconfigure(errors="replace")
 
 
+#: Where compiled XLA programs are kept between runs unless ``CRYSTALJAX_CACHE`` says otherwise ("off": nowhere).
+DEFAULT_CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "crystaljax" / "xla"
+
+
+def _compilation_cache() -> str | None:
+    """Turn on JAX's persistent compilation cache, so a second run of a command reuses the compiled
+    fingerprint and network instead of compiling them again (seconds of start-up on a CPU).  Directory:
+    ``$CRYSTALJAX_CACHE`` or :data:`DEFAULT_CACHE`; ``CRYSTALJAX_CACHE=off`` disables it; a
+    ``JAX_COMPILATION_CACHE_DIR`` already set is left to JAX.  Returns the directory in use, or None."""
+    if os.environ.get("JAX_COMPILATION_CACHE_DIR"):
+        return os.environ["JAX_COMPILATION_CACHE_DIR"]
+    where = os.environ.get("CRYSTALJAX_CACHE", str(DEFAULT_CACHE))
+    if where.strip().lower() in ("", "off", "0", "no", "none"):
+        return None
+    try:
+        Path(where).mkdir(parents=True, exist_ok=True)
+    except OSError:  # read-only home: run without the cache
+        return None
+    import jax
+
+    jax.config.update("jax_compilation_cache_dir", where)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
+    return where
+
+
 def main(argv=None) -> int:
     _quiet_backends()
     parser = build_parser()
     args = parser.parse_args(argv)
+    _compilation_cache()
     from crystaljax.errors import CrystalJaxError
 
     problem = _bad_scale(args)

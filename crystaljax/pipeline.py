@@ -98,14 +98,14 @@ class PreparedBatch:
     indices: (n_valid,) int, position in the input iterable of each valid row.
     errors: ((index, one-line message), ...) for the inputs of this batch that could not be prepared
         (``CrystalJaxError``: bad structure); they take no row.
-    clusters: the prepared ``ase.Atoms`` clusters of the valid rows (scaled positions, ``info['nn_distance']``)
-        when asked for with ``keep_clusters``, else ().
+    features: ``cluster_features(cluster)`` of the valid rows' prepared ``ase.Atoms`` clusters (scaled
+        positions, ``info['nn_distance']``), computed by the workers, when asked for; else ().
     """
 
     batch: Structure | None
     indices: np.ndarray
     errors: tuple[tuple[int, str], ...]
-    clusters: tuple = ()
+    features: tuple = ()
 
     @property
     def n_valid(self) -> int:
@@ -119,18 +119,18 @@ def balanced_batch(n: int, batch_size: int) -> int:
     return -(-n // -(-n // batch_size))
 
 
-def _prepare_one(index: int, atoms, target: int, seed, scale: str = "robust", keep: bool = False):
-    """(index, Structure or None, one-line error or None, the ase cluster if ``keep`` else None)."""
+def _prepare_one(index: int, atoms, target: int, seed, scale: str = "robust", cluster_features=None):
+    """(index, Structure or None, one-line error or None, ``cluster_features(cluster)`` or None)."""
     try:
         if seed is not None:
             atoms = rotate(atoms, random_rotation(np.random.default_rng([*seed, index])))
         cluster = prepare(atoms, target=target, scale=scale)
-        return index, from_ase(cluster), None, cluster if keep else None
+        return index, from_ase(cluster), None, None if cluster_features is None else cluster_features(cluster)
     except CrystalJaxError as err:
         return index, None, str(err).splitlines()[0] if str(err) else type(err).__name__, None
 
 
-def _assemble(results, batch_size: int, n_max: int | None) -> PreparedBatch:
+def _assemble(results, batch_size: int, n_max: int | None, with_features: bool) -> PreparedBatch:
     good = [(i, s, a) for i, s, _, a in results if s is not None]
     errors = tuple((i, e) for i, s, e, _ in results if s is None)
     if not good:
@@ -139,13 +139,13 @@ def _assemble(results, batch_size: int, n_max: int | None) -> PreparedBatch:
     clusters = [s for _, s, _ in good]
     clusters += [clusters[-1]] * (batch_size - len(clusters))
     size = bucket_size(max(c.n_max for c in clusters)) if n_max is None else int(n_max)
-    kept = tuple(a for _, _, a in good) if good[0][2] is not None else ()
+    kept = tuple(a for _, _, a in good) if with_features else ()
     return PreparedBatch(stack(clusters, n_max=size), idx, errors, kept)
 
 
 def iter_prepared_batches(structures: Iterable, batch_size: int = DEVICE_BATCH, *, target: int = 250,
                           workers: int = 1, prefetch: int = 2, key=None, n_max: int | None = None,
-                          scale: str = "robust", keep_clusters: bool = False) -> Iterator[PreparedBatch]:
+                          scale: str = "robust", cluster_features=None) -> Iterator[PreparedBatch]:
     """Fixed-shape batches of clusters from an iterable (or generator) of ``ase.Atoms``, prepared ahead.
 
     The inputs are read lazily in groups of ``batch_size``; up to ``prefetch`` groups beyond the one being
@@ -155,8 +155,9 @@ def iter_prepared_batches(structures: Iterable, batch_size: int = DEVICE_BATCH, 
     once per bucket met.  A structure that cannot be prepared (``CrystalJaxError``, e.g. ``StructureError``)
     is reported in ``errors`` and skipped; the others are unaffected.  ``key`` (a ``jax.random`` key) rotates
     input i by a rotation seeded by (key, i), independent of ``workers`` and batching.  ``scale``: the
-    length-scale estimator (as in :func:`prepare_structures`).  ``keep_clusters``: also hand back the prepared
-    ``ase.Atoms`` clusters (``PreparedBatch.clusters``, for host-side features).  Yields
+    length-scale estimator (as in :func:`prepare_structures`).  ``cluster_features``: a function of a prepared
+    ``ase.Atoms`` cluster run by the workers too (e.g. ``structures.order.host_features``), results in
+    ``PreparedBatch.features``.  Yields
     :class:`PreparedBatch` in input order.
     """
     if batch_size < 1:
@@ -170,7 +171,7 @@ def iter_prepared_batches(structures: Iterable, batch_size: int = DEVICE_BATCH, 
         group = list(itertools.islice(it, batch_size))
         if not group:
             return False
-        pending.append([pool.submit(_prepare_one, i, a, target, seed, scale, keep_clusters) for i, a in group])
+        pending.append([pool.submit(_prepare_one, i, a, target, seed, scale, cluster_features) for i, a in group])
         return True
 
     try:
@@ -180,7 +181,7 @@ def iter_prepared_batches(structures: Iterable, batch_size: int = DEVICE_BATCH, 
         while pending:
             futures = pending.pop(0)
             submit_next()
-            yield _assemble([f.result() for f in futures], batch_size, n_max)
+            yield _assemble([f.result() for f in futures], batch_size, n_max, cluster_features is not None)
     finally:
         for futures in pending:
             for f in futures:

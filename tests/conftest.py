@@ -4,6 +4,7 @@ import os
 
 os.environ.setdefault("WANDB_MODE", "disabled")
 os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=true")
+os.environ.setdefault("CRYSTALJAX_CACHE", "off")  # the CLI's compilation cache is tested on its own (test_cli)
 
 import numpy as np
 import pytest

@@ -159,6 +159,30 @@ def test_console_script_bad_input_one_line(tmp_path):
     assert proc.stderr.strip().count("\n") == 0 and "no such file" in proc.stderr and "Traceback" not in proc.stderr
 
 
+def test_compilation_cache_is_kept_between_runs_and_changes_nothing(tmp_path):
+    """A second run of the installed command reuses the compiled programs (files under CRYSTALJAX_CACHE) and
+    prints the same rows; CRYSTALJAX_CACHE=off writes nothing."""
+    import os
+
+    files = [str(ROOT / "crystaljax" / "examples" / name) for name in ("Cu_fcc.cif", "Fe_bcc_noisy_trajectory.extxyz")]
+
+    def run(cache):
+        env = dict(os.environ, CRYSTALJAX_CACHE=str(cache))
+        env.pop("JAX_COMPILATION_CACHE_DIR", None)
+        proc = subprocess.run([sys.executable, "-m", "crystaljax.cli", "classify", "--json", "--quiet", *files],
+                              capture_output=True, text=True, timeout=600, env=env)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        return json.loads(proc.stdout)
+
+    cache = tmp_path / "xla"
+    first = run(cache)
+    written = sorted(p.name for p in cache.iterdir())
+    assert len(written) >= 2  # at least the fingerprint and the network
+    assert run(cache) == first
+    assert sorted(p.name for p in cache.iterdir()) == written  # nothing compiled anew
+    assert run("off") == first
+
+
 def _noisy_supercell(path, sigma=0.12, seed=0):
     """A 4x4x4 fcc Cu supercell with Gaussian displacements (sigma Å per component) written as extxyz."""
     from ase.build import bulk

@@ -234,7 +234,7 @@ def test_cli_map_json_out_and_pictures(tmp_path, classifier, monkeypatch, capsys
     from crystaljax.learn.classifier import Classifier
 
     flag_all = _with_thresholds(classifier, tmp_path, FLAG_ALL)
-    monkeypatch.setattr(Classifier, "load", classmethod(lambda cls, name=None: flag_all))
+    monkeypatch.setattr(Classifier, "load", classmethod(lambda cls, name=None, mesh=None: flag_all))
     atoms = bulk("Cu", "fcc", a=3.61, cubic=True).repeat((4, 4, 4))
     write(tmp_path / "cu.xyz", atoms, format="extxyz")
     out = tmp_path / "cu_map.extxyz"

@@ -38,7 +38,7 @@ def clf():
 
 
 def _classify(argv, clf, monkeypatch, capsys):
-    monkeypatch.setattr(Classifier, "load", classmethod(lambda cls, name=None: clf))
+    monkeypatch.setattr(Classifier, "load", classmethod(lambda cls, name=None, mesh=None: clf))
     assert main(["classify", "--json", "--quiet", *argv]) == 0
     return json.loads(capsys.readouterr().out)
 
@@ -52,13 +52,13 @@ def test_trajectory_rows_match_frame_by_frame_and_compile_once_per_bucket(tmp_pa
     sizes = [len(prepare(f.copy(), target=clf.spec.cluster_target)) for f in frames]
     buckets = {bucket_size(max(sizes[i:i + batch])) for i in range(0, len(sizes), batch)}
     assert len(buckets) >= 2 and len(set(map(bucket_size, sizes))) >= 4
-    images0, probs0 = clf._images._cache_size(), clf._probs._cache_size()
+    images0, probs0 = clf._images._cache_size(), clf._with_embeddings._cache_size()
 
     rows = _classify(["--mc-samples", "0", "--batch", str(batch), str(traj)], clf, monkeypatch, capsys)
 
     # one fingerprint compilation per bucket met, one network compilation (every batch has `batch` rows)
     assert clf._images._cache_size() - images0 == len(buckets)
-    assert clf._probs._cache_size() - probs0 == 1
+    assert clf._with_embeddings._cache_size() - probs0 == 1
     assert [(r["file"], r["frame"]) for r in rows] == [(str(traj), i) for i in range(len(frames))]
     alone = np.concatenate([clf.classify([f]).probabilities for f in frames])  # each frame on its own
     got = np.array([list(r["probabilities"].values()) for r in rows])
@@ -75,7 +75,7 @@ def test_streamed_and_former_path_agree_with_mc_dropout(tmp_path, clf, monkeypat
     single = tmp_path / "Cu.extxyz"
     write(single, bulk("Cu", "fcc", a=3.615), format="extxyz")
     argv = ["--mc-samples", "3", "--batch", "3", str(traj), str(tmp_path / "missing.cif"), str(single)]
-    monkeypatch.setattr(Classifier, "load", classmethod(lambda cls, name=None: clf))
+    monkeypatch.setattr(Classifier, "load", classmethod(lambda cls, name=None, mesh=None: clf))
     assert main(["classify", "--json", "--quiet", *argv]) == 2  # the missing file: one line, the others classified
     out, err = capsys.readouterr()
     new = json.loads(out)

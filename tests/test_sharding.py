@@ -70,13 +70,60 @@ FOUR_DEVICES = textwrap.dedent('''
 ''')
 
 
-@pytest.fixture(scope="module")
-def four_devices():
+CLASSIFIER_ON_FOUR = textwrap.dedent('''
+    import json
+    import jax, numpy as np
+    from ase.build import bulk
+    from crystaljax.analysis.mapping import map_atoms
+    from crystaljax.learn import sharding as S
+    from crystaljax.learn.classifier import Classifier
+    from crystaljax.pipeline import prepare_structures
+
+    assert jax.device_count() == 4, jax.devices()
+    clf = Classifier.load("default")
+    on4 = clf.on_mesh(S.make_mesh(4))
+    rng = np.random.default_rng(0)
+    frames = []
+    for i, (el, kind, a) in enumerate([("Cu", "fcc", 3.61), ("Fe", "bcc", 2.87), ("Si", "diamond", 5.43),
+                                       ("Mg", "hcp", 3.21), ("W", "bcc", 3.16)]):  # 5 rows: not a multiple of 4
+        atoms = bulk(el, kind, a=a, cubic=kind != "hcp").repeat((2, 2, 2))
+        atoms.positions += rng.normal(0, 0.03, atoms.positions.shape)
+        frames.append(atoms)
+    batch = prepare_structures(frames)
+    images = clf.images(batch, 3)
+    images4 = on4.images(batch, 3)
+    one = clf.predict_images(images, 3, mc_samples=4, key=5, embeddings=True)
+    four = on4.predict_images(images, 3, mc_samples=4, key=5, embeddings=True)
+    det, det4 = clf.predict(batch, 2), on4.predict(batch, 2)
+    box = bulk("Cu", "fcc", a=3.61, cubic=True).repeat((5, 5, 5))
+    box.positions += rng.normal(0, 0.05, box.positions.shape)
+    m1 = map_atoms(box, clf, stride=6.0, mc_samples=2, batch_size=8)
+    m4 = map_atoms(box, on4, stride=6.0, mc_samples=2, batch_size=8)
+    print(json.dumps({
+        "weights_on_devices": len(jax.tree.leaves(on4._variables)[0].sharding.device_set),
+        "images_diff": float(np.abs(images - images4).max()),
+        "samples_diff": float(np.abs(one.samples - four.samples).max()),
+        "embedding_diff": float(np.abs(one.embeddings - four.embeddings).max()),
+        "distance_diff": float(np.abs(clf.feature_distance(one) - on4.feature_distance(four)).max()),
+        "det_diff": float(np.abs(det.probabilities - det4.probabilities).max()),
+        "map_diff": float(np.abs(m1.probabilities - m4.probabilities).max()),
+        "map_atoms": int(len(m1.probabilities)),
+        "labels": one.labels,
+    }))
+''')
+
+
+def _run_on_four(script: str) -> dict:
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")
-    out = subprocess.run([sys.executable, "-c", FOUR_DEVICES], cwd=ROOT, env=env, capture_output=True, text=True,
+    out = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True,
                          timeout=900)
     assert out.returncode == 0, out.stderr[-3000:]
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def four_devices():
+    return _run_on_four(FOUR_DEVICES)
 
 
 def test_sharded_train_step_equals_single_device(four_devices):
@@ -90,6 +137,17 @@ def test_sharded_train_step_equals_single_device(four_devices):
 
 def test_sharded_inference_equals_unsharded(four_devices):
     assert four_devices["probs_diff"] <= 1e-5
+
+
+def test_classifier_on_a_mesh_equals_one_device():
+    """``Classifier.on_mesh``: fingerprints, MC-dropout samples with embeddings, the deterministic path and a
+    map's windows split over 4 devices give the single-device numbers (5 rows: the last chunk is padded)."""
+    r = _run_on_four(CLASSIFIER_ON_FOUR)
+    assert r["weights_on_devices"] == 4
+    assert r["images_diff"] <= 1e-5 and r["samples_diff"] <= 1e-5 and r["det_diff"] <= 1e-5
+    assert r["embedding_diff"] <= 1e-4 and r["distance_diff"] <= 1e-3
+    assert r["map_diff"] <= 1e-5 and r["map_atoms"] == 500
+    assert r["labels"] == ["fcc", "bcc", "diam", "hex/rh", "bcc"]
 
 
 def test_initialize_distributed_is_a_noop_on_one_process(monkeypatch):
@@ -184,3 +242,25 @@ def test_each_process_reads_only_its_shards(tmp_path):
 
     with pytest.raises(InputFileError):
         D.ShardedDataset(tmp_path / "missing")
+
+
+def test_classify_command_splits_batches_over_devices():
+    """``crystaljax classify --devices 4`` (4 forced CPU devices) prints the rows of ``--devices 1``; a device
+    count the process does not have is a one-line error."""
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")
+    files = [str(p) for p in sorted((ROOT / "crystaljax" / "examples").iterdir())]
+
+    def classify(devices: str):
+        return subprocess.run([sys.executable, "-m", "crystaljax.cli", "classify", "--json", "--quiet", "--batch", "3",
+                               "--devices", devices, *files], cwd=ROOT, env=env, capture_output=True, text=True,
+                              timeout=900)
+
+    one, four, five = classify("1"), classify("4"), classify("5")
+    assert one.returncode == 0 and four.returncode == 0, four.stderr[-2000:]
+    rows1, rows4 = json.loads(one.stdout), json.loads(four.stdout)
+    assert len(rows1) == len(rows4) >= len(files)
+    for a, b in zip(rows1, rows4):
+        assert (a["file"], a["frame"], a["label"], a["unknown"]) == (b["file"], b["frame"], b["label"], b["unknown"])
+        assert max(abs(a["probabilities"][c] - b["probabilities"][c]) for c in a["probabilities"]) <= 1e-5
+    assert five.returncode != 0 and five.stderr.strip().splitlines()[-1].startswith("crystaljax: error:")
+    assert "Traceback" not in five.stderr

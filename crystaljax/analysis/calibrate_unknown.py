@@ -64,15 +64,14 @@ def features(clf: Classifier, batch: Structure, *, mc_samples: int = 16, seed: i
     """Per-structure numbers of a batched, prepared Structure: n_species, sro, crystallinity,
     image_concentration, confidence, mutual_information, label (N,) arrays and embedding (N, D)."""
     images = clf.images(batch)
-    pred = clf.predict_images(images, mc_samples=mc_samples, key=seed)
-    embedding = clf.embeddings(images)
+    pred = clf.predict_images(images, mc_samples=mc_samples, key=seed, embeddings=True)
     rows = [_row_atoms(batch, i) for i in range(len(images))]
     host = [order.host_features(a) for a in rows]
     return {k: np.array([h[k] for h in host]) for k in ("n_species", "sro", "crystallinity")} | {
             "sro_max_alpha": np.array([order.max_abs_alpha(a) for a in rows]),
             "image_concentration": np.array([order.image_concentration(im) for im in images]),
             "confidence": pred.confidence.astype(float), "mutual_information": pred.mutual_information,
-            "label": pred.indices, "embedding": embedding}
+            "label": pred.indices, "embedding": pred.embeddings}
 
 
 def in_class_sets(clf: Classifier, seed: int, per_class: int):

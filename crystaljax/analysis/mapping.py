@@ -669,14 +669,14 @@ def map_atoms(atoms, classifier=None, *, stride: float = DEFAULT_STRIDE, window=
         if mc_samples > 0:  # fingerprints once, kept for the image-concentration gate
             images = classifier.images(batch, batch_size=batch_size)
             pred = classifier.predict_images(images, batch_size=batch_size, mc_samples=int(mc_samples),
-                                             key=int(seed), start=start)
+                                             key=int(seed), start=start, embeddings=th is not None)
             mi = np.zeros(w, np.float32) if mi is None else mi
             mi[sl] = pred.mutual_information
             if th is not None:
                 from crystaljax.structures.order import image_concentration
 
                 concentration[sl] = [image_concentration(im) for im in images]
-                fd = classifier.feature_distance(images, pred.indices, batch_size=batch_size)
+                fd = classifier.feature_distance(pred)
                 distance[sl] = 0.0 if fd is None else fd
         else:
             pred = classifier.predict(batch, batch_size=batch_size)
@@ -760,10 +760,12 @@ def parse_window(text) -> int | float:
 
 def map_file(path, out=None, *, model=None, frame: int = 0, stride: float = DEFAULT_STRIDE, window=None,
              png_prefix=None, progress: bool = False, title: str = "", credit: str = "",
-             mc_samples: int = DEFAULT_MC_SAMPLES, seed: int = 0, unknown: bool = True) -> dict[str, Any]:
+             mc_samples: int = DEFAULT_MC_SAMPLES, seed: int = 0, unknown: bool = True,
+             devices: int | None = None) -> dict[str, Any]:
     """Read frame ``frame`` of ``path``, map it (:func:`map_atoms`), write ``out`` (extxyz with the per-atom
     arrays) and, with ``png_prefix``, the pictures; returns :meth:`MapResult.summary` plus the paths written.
-    ``mc_samples``, ``seed``, ``unknown``: as in :func:`map_atoms` (default: MC dropout with the verdict on)."""
+    ``mc_samples``, ``seed``, ``unknown``: as in :func:`map_atoms` (default: MC dropout with the verdict on).
+    ``devices``: windows split over this many local devices (``sharding.local_mesh``; None: all)."""
     from crystaljax.errors import InputFileError
     from crystaljax.learn.classifier import Classifier
     from crystaljax.structures.io import read_structures
@@ -772,7 +774,9 @@ def map_file(path, out=None, *, model=None, frame: int = 0, stride: float = DEFA
     if not -len(frames) <= frame < len(frames):
         raise InputFileError(f"{path}: frame {frame} requested but the file has {len(frames)} frame(s)")
     atoms = frames[frame]
-    clf = Classifier.load(model)
+    from crystaljax.learn.sharding import local_mesh
+
+    clf = Classifier.load(model, mesh=local_mesh(devices))
     result = map_atoms(atoms, clf, stride=stride, window=window, progress=progress, mc_samples=mc_samples, seed=seed,
                        unknown=unknown)
     summary = {"file": str(path), "frame": int(frame), "model": str(model or "default"), **result.summary()}

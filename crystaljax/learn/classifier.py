@@ -58,18 +58,21 @@ class Prediction:
 
     probabilities: (N, C) float32, rows sum to 1 (the mean over the MC samples if there are any).
     samples: (N, K, C) float32 probabilities of the K MC dropout passes, or None (deterministic).
+    embeddings: (N, D) float32 eval-mode embeddings (``ConvNet.embed``) from the same pass, when asked for
+        (``Classifier.predict_images(..., embeddings=True)``), else None.
     """
 
     classes: tuple[str, ...]
     probabilities: np.ndarray
     samples: np.ndarray | None = field(default=None, repr=False)
+    embeddings: np.ndarray | None = field(default=None, repr=False)
 
     @classmethod
-    def from_samples(cls, classes, samples: np.ndarray) -> "Prediction":
+    def from_samples(cls, classes, samples: np.ndarray, embeddings: np.ndarray | None = None) -> "Prediction":
         """From (N, K, C) sampled probabilities; ``probabilities`` is their mean over K."""
         samples = np.asarray(samples, np.float32)
         mean = samples.astype(np.float64).mean(axis=1)
-        return cls(tuple(classes), mean.astype(np.float32), samples)
+        return cls(tuple(classes), mean.astype(np.float32), samples, embeddings)
 
     def __len__(self) -> int:
         return len(self.probabilities)
@@ -123,13 +126,19 @@ def as_key(key) -> jax.Array:
 
 
 class Classifier:
-    """A trained ConvNet with the fingerprint settings it was trained with; build it once, call it often."""
+    """A trained ConvNet with the fingerprint settings it was trained with; build it once, call it often.
 
-    def __init__(self, checkpoint: _ckpt.Checkpoint):
+    ``mesh`` (a 1-D ``jax.sharding.Mesh`` over ``"data"``, :func:`crystaljax.learn.sharding.make_mesh`): every
+    batched call splits its chunks over the mesh's devices with the weights replicated (:meth:`on_mesh`);
+    None runs on the default device.
+    """
+
+    def __init__(self, checkpoint: _ckpt.Checkpoint, mesh=None):
         self.checkpoint = checkpoint
         self.card = checkpoint.card
         self.classes: tuple[str, ...] = tuple(checkpoint.card["classes"])
         self.spec = FingerprintSpec.from_card(checkpoint.card)
+        self.mesh = mesh
         #: Thresholds of the "unknown" verdict (crystaljax.learn.novelty), set by :meth:`load` from the
         #: model's unknown.json; None: nothing is flagged.
         self.unknown_thresholds = None
@@ -142,19 +151,34 @@ class Classifier:
         def forward(params, batch_stats, images):
             return jax.nn.softmax(nnx.merge(graphdef, params, batch_stats)(images, train=False), axis=-1)
 
-        def sampled(params, batch_stats, images, keys, n_samples):
-            """images (B, H, W, C), keys (B,) -> (B, K, C): K dropout passes per image, vmapped over the
-            sample keys (layers before the dropout do not depend on the key, so vmap computes them once)."""
+        def sampled_from_features(params, batch_stats, features, keys, n_samples):
+            """Trunk features (B, ...) (``ConvNet.features``), keys (B,) -> (B, K, C): K dropout passes per
+            structure, vmapped over the sample keys."""
 
-            def one(image, key):
+            def one(f, key):
                 model = nnx.merge(graphdef, params, batch_stats)
-                logits = model(image[None], train=False, mc_dropout=True, rngs=key)[0]
+                logits = model.out(model.head(f[None], train=False, mc_dropout=True, rngs=key))[0]
                 return jax.nn.softmax(logits, axis=-1)
 
-            def per_image(image, key):
-                return jax.vmap(one, in_axes=(None, 0))(image, jax.random.split(key, n_samples))
+            def per_image(f, key):
+                return jax.vmap(one, in_axes=(None, 0))(f, jax.random.split(key, n_samples))
 
-            return jax.vmap(per_image)(images, keys)
+            return jax.vmap(per_image)(features, keys)
+
+        def sampled(params, batch_stats, images, keys, n_samples):
+            """images (B, H, W, C), keys (B,) -> (B, K, C) MC dropout probabilities (trunk computed once)."""
+            features = nnx.merge(graphdef, params, batch_stats).features(images)
+            return sampled_from_features(params, batch_stats, features, keys, n_samples)
+
+        def with_embeddings(params, batch_stats, images, keys, n_samples):
+            """(probabilities (B, C) or MC samples (B, K, C) when ``n_samples`` > 0, embeddings (B, D)): one
+            pass of the convolutional trunk serves both."""
+            model = nnx.merge(graphdef, params, batch_stats)
+            features = model.features(images)
+            embeddings = model.head(features, train=False)
+            if n_samples <= 0:
+                return jax.nn.softmax(model.out(embeddings), axis=-1), embeddings
+            return sampled_from_features(params, batch_stats, features, keys, n_samples), embeddings
 
         def embed(params, batch_stats, images):
             return nnx.merge(graphdef, params, batch_stats).embed(images, train=False)
@@ -164,6 +188,9 @@ class Classifier:
         self._sampled = sampled
         self._images = jax.jit(images_of)
         self._probs = jax.jit(forward)
+        self._with_embeddings = jax.jit(
+            lambda p, s, images, keys, n_samples: with_embeddings(p, s, images, jax.random.wrap_key_data(keys),
+                                                                  n_samples), static_argnames="n_samples")
         self._probs_of_structures = jax.jit(lambda p, s, batch: forward(p, s, images_of(batch)))
         self._samples_of_structures = jax.jit(
             lambda p, s, batch, keys, n_samples: sampled(p, s, images_of(batch), jax.random.wrap_key_data(keys),
@@ -171,17 +198,29 @@ class Classifier:
         self._samples_of_images = jax.jit(
             lambda p, s, images, keys, n_samples: sampled(p, s, images, jax.random.wrap_key_data(keys), n_samples),
             static_argnames="n_samples")
+        self._variables = (checkpoint.params, checkpoint.batch_stats)
+        if mesh is not None:
+            from crystaljax.learn.sharding import replicate
+
+            self._variables = replicate(mesh, self._variables)
 
     @classmethod
-    def load(cls, name_or_path=None) -> "Classifier":
+    def load(cls, name_or_path=None, mesh=None) -> "Classifier":
         """From a shipped model's name (``default``, ``pristine``) or a model directory; None = ``default``.
-        The thresholds of the unknown verdict are read from the directory's unknown.json when it has one."""
+        The thresholds of the unknown verdict are read from the directory's unknown.json when it has one.
+        ``mesh``: as in the class docstring."""
         from crystaljax.learn.novelty import EmbeddingReference, load_thresholds
 
-        clf = cls(_ckpt.load(name_or_path))
+        clf = cls(_ckpt.load(name_or_path), mesh)
         model_dir = _ckpt.resolve_model_dir(name_or_path)
         clf.unknown_thresholds = load_thresholds(model_dir)
         clf.embedding_reference = EmbeddingReference.load(model_dir)
+        return clf
+
+    def on_mesh(self, mesh) -> "Classifier":
+        """The same model (thresholds and reference included) with its batched calls split over ``mesh``."""
+        clf = Classifier(self.checkpoint, mesh)
+        clf.unknown_thresholds, clf.embedding_reference = self.unknown_thresholds, self.embedding_reference
         return clf
 
     @property
@@ -204,9 +243,19 @@ class Classifier:
         """images (B, H, W, 3), keys (B,) typed keys -> (B, K, C) MC dropout probabilities; traceable."""
         return self._sampled(self.checkpoint.params, self.checkpoint.batch_stats, images, keys, int(n_samples))
 
+    def _map(self, fn, tree, batch_size: int):
+        """``fn(params, batch_stats, chunk)`` over ``tree`` in fixed-size chunks (``structure.map_padded``); on a
+        mesh the chunk size is rounded up to a multiple of the device count and each chunk is split over it."""
+        params, stats = self._variables
+        if self.mesh is None:
+            return map_padded(lambda chunk: fn(params, stats, chunk), tree, batch_size)
+        from crystaljax.learn.sharding import map_sharded
+
+        return map_sharded(self.mesh, lambda chunk: fn(params, stats, chunk), tree, batch_size)
+
     def images(self, batch: Structure, batch_size: int = 32) -> np.ndarray:
         """Fingerprints (B, H, W, 3) float32 of a batched Structure, in fixed-size jitted chunks."""
-        return map_padded(self._images, batch, batch_size)
+        return self._map(lambda p, s, chunk: self._images(chunk), batch, batch_size)
 
     def structure_keys(self, n: int, key=None, start: int = 0) -> np.ndarray:
         """(n, 2) uint32 raw keys ``fold_in(key, start + i)``: one per structure, independent of batching."""
@@ -216,33 +265,41 @@ class Classifier:
 
     def probabilities_of_images(self, images, batch_size: int = 256) -> np.ndarray:
         """(N, C) deterministic probabilities of fingerprints (N, H, W, 3)."""
-        ck = self.checkpoint
-        return map_padded(lambda x: self._probs(ck.params, ck.batch_stats, x), np.asarray(images, np.float32),
-                          batch_size)
+        return self._map(self._probs, np.asarray(images, np.float32), batch_size)
 
     def embeddings(self, images, batch_size: int = 256) -> np.ndarray:
         """(N, D) embeddings (``ConvNet.embed``, eval mode) of fingerprints (N, H, W, 3)."""
-        ck = self.checkpoint
-        return map_padded(lambda x: self._embed(ck.params, ck.batch_stats, x), np.asarray(images, np.float32),
-                          batch_size)
+        return self._map(self._embed, np.asarray(images, np.float32), batch_size)
 
-    def feature_distance(self, images, labels, batch_size: int = 256) -> np.ndarray | None:
-        """(N,) Mahalanobis distances of the fingerprints' embeddings from their (N,) predicted classes'
-        reference means (``embedding_reference``), or None when the model has no reference."""
+    def feature_distance(self, prediction: "Prediction") -> np.ndarray | None:
+        """(N,) Mahalanobis distances of a Prediction's embeddings (``predict_images(..., embeddings=True)``)
+        from its predicted classes' reference means (``embedding_reference``), or None when the model has no
+        reference."""
         if self.embedding_reference is None:
             return None
-        return self.embedding_reference.distance(self.embeddings(images, batch_size), labels)
+        if prediction.embeddings is None:
+            raise ValueError("the prediction carries no embeddings: use predict_images(..., embeddings=True)")
+        return self.embedding_reference.distance(prediction.embeddings, prediction.indices)
 
     def predict_images(self, images, batch_size: int = 256, *, mc_samples: int = 0, key=None,
-                       start: int = 0) -> Prediction:
+                       start: int = 0, embeddings: bool = False) -> Prediction:
         """Prediction for fingerprints (N, H, W, 3); ``mc_samples`` > 0: MC dropout with the keys
-        ``fold_in(key, start + i)`` (as :meth:`predict`, so the same structures give the same samples)."""
+        ``fold_in(key, start + i)`` (as :meth:`predict`, so the same structures give the same samples).
+        ``embeddings``: also return the eval-mode embeddings, from the same jitted pass (the convolutional trunk
+        runs once for the samples and the embedding)."""
         images = np.asarray(images, np.float32)
-        if mc_samples <= 0:
+        k = max(int(mc_samples), 0)
+        if embeddings:
+            keys = self.structure_keys(len(images), key, start)
+            out, emb = self._map(lambda p, s, t: self._with_embeddings(p, s, t[0], t[1], n_samples=k),
+                                 (images, keys), batch_size)
+            if k == 0:
+                return Prediction(self.classes, out, None, emb)
+            return Prediction.from_samples(self.classes, out, emb)
+        if k == 0:
             return Prediction(self.classes, self.probabilities_of_images(images, batch_size))
-        ck, k = self.checkpoint, int(mc_samples)
-        samples = map_padded(lambda t: self._samples_of_images(ck.params, ck.batch_stats, t[0], t[1], n_samples=k),
-                             (images, self.structure_keys(len(images), key, start)), batch_size)
+        samples = self._map(lambda p, s, t: self._samples_of_images(p, s, t[0], t[1], n_samples=k),
+                            (images, self.structure_keys(len(images), key, start)), batch_size)
         return Prediction.from_samples(self.classes, samples)
 
     def predict(self, batch: Structure, batch_size: int = 64, *, mc_samples: int = 0, key=None,
@@ -253,14 +310,12 @@ class Classifier:
         keys ``fold_in(key, start + i)`` (key: a jax.random key or int seed; None = 0); the fingerprints are
         computed once.  0: one deterministic pass.
         """
-        ck = self.checkpoint
         if mc_samples <= 0:
-            probs = map_padded(lambda b: self._probs_of_structures(ck.params, ck.batch_stats, b), batch, batch_size)
-            return Prediction(self.classes, probs)
+            return Prediction(self.classes, self._map(self._probs_of_structures, batch, batch_size))
         k = int(mc_samples)
         keys = self.structure_keys(len(batch.mask), key, start)
-        samples = map_padded(lambda t: self._samples_of_structures(ck.params, ck.batch_stats, t[0], t[1], n_samples=k),
-                             (batch, keys), batch_size)
+        samples = self._map(lambda p, s, t: self._samples_of_structures(p, s, t[0], t[1], n_samples=k),
+                            (batch, keys), batch_size)
         return Prediction.from_samples(self.classes, samples)
 
     def classify(self, structures: Sequence, batch_size: int = 64, *, mc_samples: int = 0, key=None) -> Prediction:

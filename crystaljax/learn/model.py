@@ -76,11 +76,21 @@ class ConvNet(nnx.Module):
     def embed(self, x: jax.Array, *, train: bool = False, rngs: Any = None, mc_dropout: bool = False) -> jax.Array:
         """x (B, H, W, C) -> (B, dense): the batch-normalised hidden layer the output layer reads (the feature
         space of the unknown verdict's distance gate, ``crystaljax.learn.novelty``); arguments as ``__call__``."""
-        drop = train or mc_dropout
+        return self.head(self.features(x), train=train, rngs=rngs, mc_dropout=mc_dropout)
+
+    def features(self, x: jax.Array) -> jax.Array:
+        """x (B, H, W, C) -> (B, H', W', C'): the convolutional trunk (no dropout, no batch norm), the part an
+        MC-dropout sample shares with every other sample and with the deterministic embedding."""
         for i, conv in enumerate(self.convs):
             x = jax.nn.relu(conv(x))
             if i in POOL_AFTER:
                 x = nnx.max_pool(x, window_shape=(2, 2), strides=(2, 2))
+        return x
+
+    def head(self, x: jax.Array, *, train: bool = False, rngs: Any = None, mc_dropout: bool = False) -> jax.Array:
+        """Trunk features (B, H', W', C') (:meth:`features`) -> the embedding (B, dense): dropout, dense, batch
+        norm; arguments as ``__call__``."""
+        drop = train or mc_dropout
         if mc_dropout and not train:  # the same elementwise mask on the flat features: a 2-D mask compiles
             x = x.reshape(x.shape[0], -1)  # ~10x faster than a 4-D one on CPU
         x = self.dropout(x, deterministic=not drop, rngs=rngs if drop else None)

@@ -217,13 +217,13 @@ def save_thresholds(th: Thresholds, model_dir) -> Path:
     return path
 
 
-def assess(th: Thresholds | None, prediction, clusters, images, feature_distance=None) -> Verdict:
-    """The verdict for N structures from their Prediction (MC dropout, as calibrated), their prepared
-    ~250-atom clusters (list of ``ase.Atoms``), their fingerprints (N, H, W, 3) and (N,) embedding distances
-    (``Classifier.feature_distance``; None: that gate does not fire)."""
-    from crystaljax.structures.order import host_features, image_concentration
+def assess(th: Thresholds | None, prediction, host, images, feature_distance=None) -> Verdict:
+    """The verdict for N structures from their Prediction (MC dropout, as calibrated), the host features of
+    their prepared ~250-atom clusters (N dicts of ``crystaljax.structures.order.host_features``), their
+    fingerprints (N, H, W, 3) and (N,) embedding distances (``Classifier.feature_distance``; None: that gate
+    does not fire)."""
+    from crystaljax.structures.order import image_concentration
 
-    host = [host_features(a) for a in clusters]
     return verdict(th, n_species=np.array([h["n_species"] for h in host]), sro=np.array([h["sro"] for h in host]),
                    image_concentration=np.array([image_concentration(im) for im in images]),
                    crystallinity=np.array([h["crystallinity"] for h in host]),

@@ -74,6 +74,16 @@ def make_mesh(n_devices: int | None = None, devices=None) -> Mesh:
     return Mesh(np.asarray(devices), (DATA_AXIS,))
 
 
+def local_mesh(devices: int | None = None) -> Mesh | None:
+    """A data mesh over this process's first ``devices`` devices (None: all of them), or None when that is one
+    device (nothing to split).  What ``crystaljax classify/map --devices`` use."""
+    available = jax.local_devices()
+    n = len(available) if devices is None else int(devices)
+    if not 1 <= n <= len(available):
+        raise ValueError(f"--devices {n}: this process sees {len(available)} device(s)")
+    return None if n == 1 else make_mesh(devices=available[:n])
+
+
 def batch_sharding(mesh: Mesh) -> NamedSharding:
     """Leading axis split over ``"data"``, other axes whole."""
     return NamedSharding(mesh, PartitionSpec(DATA_AXIS))
@@ -141,32 +151,29 @@ def make_sharded_predict(graphdef, fingerprint_fn, mesh: Mesh) -> Callable:
 
 
 def sharded_predict(mesh: Mesh, classifier, batch: Structure, batch_size: int = 64):
-    """``Classifier.predict`` with every chunk split over the devices of ``mesh``.
+    """``Classifier.predict`` with every chunk split over the devices of ``mesh`` (``classifier.on_mesh``).
 
     classifier: a :class:`crystaljax.learn.classifier.Classifier`; batch: a prepared, batched Structure
-    (N, n_max, ...).  Chunks of ``batch_size`` rounded up to a multiple of the mesh size (the last one
-    padded); returns a ``Prediction`` equal to ``classifier.predict(batch)``."""
-    from crystaljax.learn.classifier import Prediction
-
-    ck = classifier.checkpoint
-    fn = make_sharded_predict(ck.graphdef, classifier.fingerprint_fn, mesh)
-    params, stats = replicate(mesh, (ck.params, ck.batch_stats))
-    n = int(np.shape(batch.positions)[0])
-    size = -(-min(int(batch_size), max(n, 1)) // mesh.size) * mesh.size
-    probs = _map_fixed(lambda chunk: fn(params, stats, shard_batch(mesh, chunk)), batch, size)
-    return Prediction(classifier.classes, probs)
+    (N, n_max, ...).  Returns a ``Prediction`` equal to ``classifier.predict(batch)``."""
+    return classifier.on_mesh(mesh).predict(batch, batch_size)
 
 
-def _map_fixed(fn, tree, size: int) -> Any:
-    """``map_padded`` with chunks of exactly ``size`` rows even when the input is shorter."""
+def map_sharded(mesh: Mesh, fn, tree, batch_size: int) -> Any:
+    """``structure.map_padded`` with each chunk split over ``mesh``: chunks of ``batch_size`` rows (at most
+    the input's length) rounded up to a multiple of the mesh size, the last one padded by repeating its final
+    row; ``fn(chunk)`` receives the sharded chunk.  Returns the pytree of NumPy arrays, padding dropped."""
     n = len(jax.tree.leaves(tree)[0])
+    if n == 0:
+        raise ValueError("map_sharded: empty input")
+    size = -(-min(int(batch_size), n) // mesh.size) * mesh.size
     if n < size:
         pad = np.concatenate([np.arange(n), np.full(size - n, n - 1)])
-        return jax.tree.map(lambda x: np.asarray(x)[:n], fn(jax.tree.map(lambda x: np.asarray(x)[pad], tree)))
-    return map_padded(fn, tree, size)
+        out = fn(shard_batch(mesh, jax.tree.map(lambda x: np.asarray(x)[pad], tree)))
+        return jax.tree.map(lambda x: np.asarray(x)[:n], out)
+    return map_padded(lambda chunk: fn(shard_batch(mesh, chunk)), tree, size)
 
 
 __all__ = [
-    "DATA_AXIS", "initialize_distributed", "make_mesh", "batch_sharding", "replicated", "shard_batch",
-    "replicate", "make_sharded_train_step", "make_sharded_predict", "sharded_predict",
+    "DATA_AXIS", "initialize_distributed", "make_mesh", "local_mesh", "batch_sharding", "replicated", "shard_batch",
+    "replicate", "make_sharded_train_step", "make_sharded_predict", "sharded_predict", "map_sharded",
 ]
