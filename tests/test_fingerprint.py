@@ -240,6 +240,12 @@ def test_bad_detector_rejected():
 # ------------------------------------------------------------------------------------------------ form factors
 
 
+def test_shipped_form_factor_table_is_the_one_built_from_xraydb():
+    from crystaljax.physics.scattering import coefficient_table, coefficient_table_from_xraydb
+
+    np.testing.assert_array_equal(coefficient_table(), coefficient_table_from_xraydb())
+
+
 def test_every_tabulated_form_factor_is_the_neutral_element_of_xraydb():
     """Row Z of the table is xraydb's neutral-atom entry (not an ion or a 'Cval'/'Siva' valence entry)."""
     import xraydb

@@ -127,9 +127,16 @@ def rotation_matrix(axis: int, angle):
 
 
 def channel_rotations(angle_deg: float) -> jnp.ndarray:
-    """(6, 3, 3): rotations +angle, -angle about x, then y, then z (R, G, B channel pairs)."""
-    a = np.deg2rad(angle_deg)
-    return jnp.stack([rotation_matrix(ax, sign * a) for ax in range(3) for sign in (1.0, -1.0)])
+    """(6, 3, 3) float32: rotations +angle, -angle about x, then y, then z (R, G, B channel pairs); the
+    matrices of :func:`rotation_matrix`, built in NumPy (a constant: no device dispatch at start-up)."""
+    out = np.zeros((6, 3, 3))
+    for k, (axis, sign) in enumerate((ax, sg) for ax in range(3) for sg in (1.0, -1.0)):
+        a = sign * np.deg2rad(angle_deg)
+        i, j = [(1, 2), (2, 0), (0, 1)][axis]
+        out[k, axis, axis] = 1.0
+        out[k, i, i] = out[k, j, j] = np.cos(a)
+        out[k, i, j], out[k, j, i] = -np.sin(a), np.sin(a)
+    return jnp.asarray(out, jnp.float32)
 
 
 def _phase(x, q):

@@ -2,14 +2,17 @@
 
 The angle-dependent form factor f0(s) of Waasmaier & Kirfel (Acta Cryst. A51, 416, 1995) is
 ``f0(s) = c + sum_i a_i exp(-b_i s^2)`` with ``s = sin(theta) / lambda`` in 1/Å.  The
-coefficients are read once, on the host, from the ``xraydb`` package into a small table indexed
-by atomic number, so the jitted fingerprint only gathers rows of a constant array.
+coefficients, taken from the ``xraydb`` package (:func:`coefficient_table_from_xraydb`), ship as a small
+table indexed by atomic number (``waasmaier_kirfel.npy``; importing xraydb costs ~1 s of start-up), so the
+jitted fingerprint only gathers rows of a constant array.  tests/test_fingerprint.py checks that the shipped
+table is xraydb's.
 """
 
 from __future__ import annotations
 
 import functools
 import json
+from pathlib import Path
 
 import numpy as np
 
@@ -19,14 +22,23 @@ import jax.numpy as jnp
 Z_MAX_TABLE = 98
 #: Metres per Ångström.
 ANGSTROM = 1.0e-10
+#: The shipped coefficient table (:func:`coefficient_table_from_xraydb`, saved with ``np.save``).
+TABLE_FILE = Path(__file__).with_name("waasmaier_kirfel.npy")
 
 
 @functools.lru_cache(maxsize=1)
 def coefficient_table() -> np.ndarray:
-    """(Z_MAX_TABLE + 1, 11) float64: row Z = [c, a_1..a_5, b_1..b_5] for the neutral atom; row 0 is zero.
+    """(Z_MAX_TABLE + 1, 11) float64: row Z = [c, a_1..a_5, b_1..b_5] for the neutral atom; row 0 is zero
+    (the shipped copy of :func:`coefficient_table_from_xraydb`)."""
+    table = np.load(TABLE_FILE)
+    if table.shape != (Z_MAX_TABLE + 1, 11):  # pragma: no cover - a damaged installation
+        raise RuntimeError(f"{TABLE_FILE}: form-factor table of shape {table.shape}")
+    return table
 
-    Row Z is the table entry whose label is exactly the element symbol of Z (neutral atom).
-    """
+
+def coefficient_table_from_xraydb() -> np.ndarray:
+    """The table of :func:`coefficient_table` built from ``xraydb``: row Z is the entry whose label is exactly
+    the element symbol of Z (neutral atom)."""
     import xraydb
 
     table = np.zeros((Z_MAX_TABLE + 1, 11), dtype=np.float64)
