@@ -1,9 +1,12 @@
-"""Data-parallel train step and inference on 1, 2 and 4 devices (forced CPU devices by default).
+"""Data-parallel train step, inference and map windows on 1, 2 and 4 devices (forced CPU devices by default).
 
 Sets ``XLA_FLAGS=--xla_force_host_platform_device_count=4`` before JAX starts (unless XLA_FLAGS is
 already set), so on a CPU machine the "devices" are slices of the same cores: the throughput column
 shows the overhead of sharding, not a speed-up.  ``max_abs_diff``: largest difference of loss and
-updated parameters between the 4-device step and the single-device step.  Last line: JSON.
+updated parameters between the 4-device step and the single-device step.  Map windows: ``crystaljax.map_atoms``
+of a noisy fcc Cu box (``--map-cells``^3 cubic cells, MC dropout 4) with the shipped default model on a mesh
+(``Classifier.on_mesh``) vs one device; ``map_max_abs_diff``: largest per-atom probability difference.
+Last line: JSON.
 Run:  python benchmarks/bench_sharding.py --json
 """
 
@@ -24,6 +27,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=16, help="global batch (a multiple of 4)")
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--n-atoms", type=int, default=64)
+    parser.add_argument("--map-cells", type=int, default=6, help="fcc Cu box of n^3 cubic cells for the map rows")
     args = parser.parse_args()
 
     import jax
@@ -78,10 +82,32 @@ def main() -> None:
             max_diff = diff
         rows.append({"devices": n, "train_samples_per_s": B / t_step, "predict_structures_per_s": B / t_pred,
                      "max_abs_diff_vs_single": diff})
+    from ase.build import bulk
+
+    from crystaljax.analysis.mapping import map_atoms
+    from crystaljax.learn.classifier import Classifier
+
+    box = bulk("Cu", "fcc", a=3.615, cubic=True).repeat((args.map_cells,) * 3)
+    box.positions += rng.normal(0.0, 0.05, box.positions.shape)
+    clf = Classifier.load("default")
+    reference = None
+    map_diff = 0.0
+    for row in rows:
+        n = row["devices"]
+        model = clf if n == 1 else clf.on_mesh(S.make_mesh(n))
+        run = lambda: map_atoms(box, model, stride=6.0, mc_samples=4, batch_size=16)  # noqa: E731
+        run()  # compile
+        t = time.perf_counter()
+        result = run()
+        row["map_windows_per_s"] = len(result.window_centres) / (time.perf_counter() - t)
+        reference = result if reference is None else reference
+        row["map_max_abs_diff_vs_single"] = float(np.abs(result.probabilities - reference.probabilities).max())
+        map_diff = max(map_diff, row["map_max_abs_diff_vs_single"])
     result = {
         "devices": jax.device_count(), "platform": jax.default_backend(),
         "forced_cpu_devices": "xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS", ""),
         "cores": os.cpu_count(), "batch": B, "n_atoms": N, "max_abs_diff": max_diff,
+        "map_atoms": len(box), "map_max_abs_diff": map_diff,
         "single_device_train_samples_per_s": B / t_single, "by_devices": rows,
     }
     if not args.json:
