@@ -167,10 +167,10 @@ def _averaged(group: list[dict], classes) -> dict:
 
     import numpy as np
 
-    from crystaljax.learn.classifier import Prediction
+    from crystaljax.learn.classifier import entropy as entropy_of
 
     mean = np.mean([[r["probabilities"][c] for c in classes] for r in group], axis=0)
-    entropy = float(Prediction(tuple(classes), mean[None]).entropy[0])
+    entropy = float(entropy_of(mean))
     sample_entropy = np.mean([r["uncertainty"]["entropy"] - r["uncertainty"]["mutual_information"] for r in group])
     flagged = [r["unknown_reason"] for r in group if r["unknown"]]
     unknown = 2 * len(flagged) > len(group)

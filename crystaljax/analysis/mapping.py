@@ -175,11 +175,6 @@ class MapResult:
 # ------------------------------------------------------------------------------------------------ geometry
 
 
-def _entropy(p: np.ndarray) -> np.ndarray:
-    q = np.clip(p, 1e-12, 1.0)
-    return -np.sum(q * np.log(q), axis=-1)
-
-
 def _is_periodic(atoms) -> bool:
     from crystaljax.structures.io import is_periodic
 
@@ -597,7 +592,7 @@ def map_atoms(atoms, classifier=None, *, stride: float = DEFAULT_STRIDE, window=
     """
     from scipy.spatial import cKDTree
 
-    from crystaljax.learn.classifier import Classifier
+    from crystaljax.learn.classifier import Classifier, entropy
     from crystaljax.structure import pad_to
 
     t0 = time.perf_counter()
@@ -731,8 +726,8 @@ def map_atoms(atoms, classifier=None, *, stride: float = DEFAULT_STRIDE, window=
     }
     if isinstance(info["window"], np.integer):
         info["window"] = int(info["window"])
-    return MapResult(classifier.classes, per_atom.astype(np.float32), _entropy(per_atom), coverage, centres,
-                     probs, _entropy(probs), radius, scale, epistemic, info, *verdict_atoms,
+    return MapResult(classifier.classes, per_atom.astype(np.float32), entropy(per_atom), coverage, centres,
+                     probs, entropy(probs), radius, scale, epistemic, info, *verdict_atoms,
                      None if wv is None else wv.unknown, None if wv is None else np.asarray(wv.reason, dtype="U24"))
 
 

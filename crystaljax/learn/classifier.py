@@ -46,7 +46,7 @@ class FingerprintSpec:
                    from_dict(FingerprintConfig, card.get("fingerprint")), int(card.get("cluster_target", 250)))
 
 
-def _entropy(p: np.ndarray) -> np.ndarray:
+def entropy(p: np.ndarray) -> np.ndarray:
     """Shannon entropy (nats) over the last axis, float64; 0 log 0 = 0."""
     p = np.asarray(p, np.float64)
     return -np.sum(np.where(p > 0, p * np.log(np.where(p > 0, p, 1.0)), 0.0), axis=-1)
@@ -101,8 +101,8 @@ class Prediction:
     def entropy(self) -> np.ndarray:
         """(N,) predictive entropy: Shannon entropy of the (mean) probabilities, nats, in [0, log C]."""
         if self.samples is not None:
-            return _entropy(self.samples.astype(np.float64).mean(axis=1))
-        return _entropy(self.probabilities)
+            return entropy(self.samples.astype(np.float64).mean(axis=1))
+        return entropy(self.probabilities)
 
     @property
     def mutual_information(self) -> np.ndarray:
@@ -110,7 +110,7 @@ class Prediction:
         ARISE/BALD); 0 without samples or with one sample."""
         if self.samples is None or self.samples.shape[1] < 2:
             return np.zeros(len(self.probabilities))
-        return np.maximum(self.entropy - _entropy(self.samples).mean(axis=1), 0.0)
+        return np.maximum(self.entropy - entropy(self.samples).mean(axis=1), 0.0)
 
 
 def as_key(key) -> jax.Array:
