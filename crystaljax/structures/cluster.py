@@ -26,7 +26,7 @@ from __future__ import annotations
 import numpy as np
 
 from crystaljax.errors import StructureError
-from crystaljax.structures.io import is_periodic, nearest_neighbour_distances, validate
+from crystaljax.structures.io import images_near, is_periodic, nearest_neighbour_distances, validate
 
 #: Width of the acceptance window around the target count, as a fraction of the target.
 COUNT_WINDOW = 0.1
@@ -71,22 +71,37 @@ def scale_from_neighbour_distances(d: np.ndarray) -> float:
         return float("nan")
     m = float(np.sort(nn)[(len(nn) - 1) // 4])  # lower quartile: still the first shell with many vacancies
     s = min(float(np.median(np.abs(nn - m))) / ROBUST_MAD_TO_SIGMA, ROBUST_S_MAX * m)
-    v = d[finite]
+    v = np.sort(d[finite])  # each window below is a contiguous run of the sorted values
     for _ in range(ROBUST_ITERATIONS):
+        state = (m, s)
         h = ROBUST_C_LOCATION * max(s, ROBUST_FLOOR * m)
         w = v[np.abs(v - m) < h]
         if len(w):
-            m = float(np.median(w))
-        low = m - v[(v < m) & (v > (1.0 - ROBUST_LOWER_WINDOW) * m)]
-        s = min(float(np.median(low)) / ROBUST_MAD_TO_SIGMA if len(low) else 0.0, ROBUST_S_MAX * m)
+            m = _sorted_median(w)
+        low = m - v[(v < m) & (v > (1.0 - ROBUST_LOWER_WINDOW) * m)][::-1]
+        s = min(_sorted_median(low) / ROBUST_MAD_TO_SIGMA if len(low) else 0.0, ROBUST_S_MAX * m)
+        if (m, s) == state:  # a fixed point: the remaining iterations would repeat it
+            break
     return m - s * s / m
+
+
+def _sorted_median(x: np.ndarray) -> float:
+    """np.median of an ascending array x (n > 0), without sorting it again."""
+    k = len(x) // 2
+    return float(x[k]) if len(x) % 2 else float((x[k - 1] + x[k]) / 2.0)
+
+
+def _nearest(points: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
+    """(len(queries), k) ascending distances (Å) from each query to its k nearest ``points`` (k-d tree)."""
+    from scipy.spatial import cKDTree
+
+    d, _ = cKDTree(points).query(queries, k=k)
+    return np.asarray(d, dtype=np.float64).reshape(len(queries), k)
 
 
 def _neighbour_table(atoms, k: int, periodic: bool) -> np.ndarray:
     """(n, min(k, available)) distances (Å) from each atom to its k nearest other atoms (periodic images
     included for periodic input), ascending, +inf where fewer exist."""
-    from scipy.spatial import cKDTree
-
     pos = np.asarray(atoms.positions, dtype=np.float64)
     if periodic:
         cell = np.asarray(atoms.cell[:], dtype=np.float64)
@@ -96,12 +111,16 @@ def _neighbour_table(atoms, k: int, periodic: bool) -> np.ndarray:
         spacings = volume / np.linalg.norm(np.cross(np.roll(cell, -1, 0), np.roll(cell, -2, 0)), axis=1)
         reps = [int(np.ceil(radius / sp)) + 1 for sp in spacings]
         grid = np.stack(np.meshgrid(*[np.arange(-r, r + 1) for r in reps], indexing="ij"), -1).reshape(-1, 3)
-        others = (pos[None, :, :] + (grid @ cell)[:, None, :]).reshape(-1, 3)
+        kk = min(k + 1, len(grid) * len(pos))
+        # the images within `radius` of an atom give the same k + 1 nearest as all of them when those are that close
+        near = images_near(pos, cell, grid, radius)
+        d = _nearest(near, pos, kk) if len(near) >= kk else None
+        if d is None or not np.all(d[:, -1] <= radius):
+            d = _nearest((pos[None, :, :] + (grid @ cell)[:, None, :]).reshape(-1, 3), pos, kk)
     else:
-        others = pos
-    kk = min(k + 1, len(others))
-    d, _ = cKDTree(others).query(pos, k=kk)
-    d = np.asarray(d, dtype=np.float64).reshape(len(pos), kk)[:, 1:]  # the first hit is the atom itself
+        kk = min(k + 1, len(pos))
+        d = _nearest(pos, pos, kk)
+    d = d[:, 1:]  # the first hit is the atom itself
     if d.shape[1] < k:
         d = np.concatenate([d, np.full((len(pos), k - d.shape[1]), np.inf)], axis=1)
     return d
@@ -161,6 +180,32 @@ def replication(n_atoms: int, cell, target: int = 250) -> tuple[int, int, int]:
 SHAPES = ("sphere", "block")
 
 
+def _nearest_shells(dist: np.ndarray, target: int) -> np.ndarray:
+    """Sorted indices of the points with the smallest ``dist`` (M,) that form whole shells (sorted distances
+    closer than 1e-6 x the largest one belong to one shell), the count closest to ``target`` (ties: the
+    smaller count).  Only the nearest ~2 ``target`` points are sorted when a shell boundary at or above
+    ``target`` lies among them (then no farther boundary can be closer to ``target``)."""
+    gap = 1e-6 * max(float(dist.max()), 1e-12)
+    cut = min(2 * int(target) + 1, len(dist) - 1)
+    if cut >= 1:
+        inside = dist <= np.partition(dist, cut)[cut]  # all ties at the cut included
+        near = np.flatnonzero(inside)
+        if len(near) < len(dist):
+            order = near[np.argsort(dist[near], kind="stable")]  # = the first len(near) of the full stable sort
+            d = dist[order]
+            ends = np.flatnonzero(np.diff(d) > gap) + 1  # counts at shell boundaries
+            if float(dist[~inside].min()) - d[-1] > gap:
+                ends = np.append(ends, len(d))
+            if len(ends) and ends[-1] >= target:
+                count = int(ends[np.argmin(np.abs(ends - target))])
+                return np.sort(order[:count])
+    order = np.argsort(dist, kind="stable")
+    d = dist[order]
+    ends = np.append(np.flatnonzero(np.diff(d) > gap) + 1, len(d))
+    count = int(ends[np.argmin(np.abs(ends - target))])
+    return np.sort(order[:count])
+
+
 def sphere_cut(atoms, target: int = 250):
     """The whole shells of atoms around one atom of a periodic crystal whose count is closest to ``target``.
 
@@ -185,12 +230,7 @@ def sphere_cut(atoms, target: int = 250):
     centre = (np.asarray(reps, dtype=np.float64) @ cell) / 2.0
     origin = pos[int(np.argmin(np.linalg.norm(pos - centre, axis=1)))]
     dist = np.linalg.norm(pos - origin, axis=1)
-    order = np.argsort(dist, kind="stable")
-    d = dist[order]
-    ends = np.flatnonzero(np.diff(d) > 1e-6 * max(d[-1], 1e-12)) + 1  # counts at shell boundaries
-    ends = np.append(ends, len(d))
-    count = int(ends[np.argmin(np.abs(ends - target))])
-    keep = np.sort(order[:count])
+    keep = _nearest_shells(dist, target)
     which = keep % len(atoms)  # index of the atom in the input cell
     ball = Atoms(numbers=atoms.numbers[which], positions=pos[keep], tags=atoms.get_tags()[which], pbc=False)
     return ball, reps

@@ -80,6 +80,49 @@ def nearest_neighbour_distances(atoms, periodic: bool | None = None) -> np.ndarr
     return d[:, 1]
 
 
+def images_near(pos: np.ndarray, cell: np.ndarray, grid: np.ndarray, radius: float) -> np.ndarray:
+    """The periodic images pos + g @ cell (M, 3) Å, g in ``grid`` (G, 3) int (a box of integer vectors,
+    row-major as np.meshgrid(..., indexing="ij") gives it), that can lie within ``radius`` Å of an atom of
+    ``pos`` (N, 3) Å: those inside the atoms' fractional bounding box widened by ``radius`` over each
+    lattice-plane spacing.  A superset of the images within ``radius`` of an atom, with coordinates computed
+    exactly as the full image set's."""
+    cell = np.asarray(cell, dtype=np.float64)
+    volume = abs(float(np.linalg.det(cell)))
+    spacings = volume / np.linalg.norm(np.cross(np.roll(cell, -1, 0), np.roll(cell, -2, 0)), axis=1)
+    frac = pos @ np.linalg.inv(cell)
+    pad = radius / spacings * (1 + 1e-9) + 1e-9 * (1.0 + np.abs(frac).max())
+    lo, hi = frac.min(axis=0) - pad, frac.max(axis=0) + pad
+    axes = [np.unique(grid[:, i]) for i in range(3)]  # the box's values along each axis, ascending
+    ok = [(frac[:, i, None] + g[None, :] >= lo[i]) & (frac[:, i, None] + g[None, :] <= hi[i])
+          for i, g in enumerate(axes)]  # (N, n_i) per axis
+    atom, a0, a1, a2 = np.nonzero(ok[0][:, :, None, None] & ok[1][:, None, :, None] & ok[2][:, None, None, :])
+    row = (a0 * len(axes[1]) + a1) * len(axes[2]) + a2  # the row of grid holding (g0, g1, g2)
+    return pos[atom] + (grid @ cell)[row]
+
+
+def _closest_distance(atoms, periodic: bool) -> float:
+    """min of :func:`nearest_neighbour_distances` (Å) where it is below ``MIN_DISTANCE``; otherwise some value
+    >= ``MIN_DISTANCE`` (only the images that can be that close to an atom are searched)."""
+    from scipy.spatial import cKDTree
+
+    if not periodic:
+        return float(np.min(nearest_neighbour_distances(atoms, periodic)))
+    pos = np.asarray(atoms.positions, dtype=np.float64)
+    cell = np.asarray(atoms.cell[:], dtype=np.float64)
+    volume = abs(float(np.linalg.det(cell)))
+    reach = float(np.min(np.linalg.norm(cell, axis=1)))
+    spacings = volume / np.linalg.norm(np.cross(np.roll(cell, -1, 0), np.roll(cell, -2, 0)), axis=1)
+    n = [int(np.ceil(reach / d - 1e-9)) for d in spacings]
+    if np.prod([2 * k + 1 for k in n]) * len(pos) > 2_000_000:  # the ASE branch of nearest_neighbour_distances
+        return float(np.min(nearest_neighbour_distances(atoms, periodic)))
+    grid = np.stack(np.meshgrid(*[np.arange(-k, k + 1) for k in n], indexing="ij"), -1).reshape(-1, 3)
+    images = images_near(pos, cell, grid, MIN_DISTANCE)
+    if len(images) < 2:
+        return np.inf
+    d, _ = cKDTree(images).query(pos, k=2)  # the first hit is the atom itself
+    return float(np.min(d[:, 1]))
+
+
 def validate(atoms, source: str = ""):
     """Check that ``atoms`` can be imaged and return it unchanged.
 
@@ -114,7 +157,7 @@ def validate(atoms, source: str = ""):
     periodic = fully_pbc  # volume checked above
     if n == 1 and not periodic:
         raise StructureError(f"{where}a single atom without a periodic cell cannot be imaged")
-    dmin = float(np.min(nearest_neighbour_distances(atoms, periodic)))
+    dmin = _closest_distance(atoms, periodic)
     if dmin < MIN_DISTANCE:
         raise StructureError(f"{where}overlapping atoms (two atoms {dmin:.3g} A apart)")
     return atoms

@@ -43,7 +43,12 @@ _HALF = np.array([0.5377, 0.7103, 0.4542])
 
 
 class _Scorer:
-    """Scores candidate translations t against a core of a finite point set (all in Å)."""
+    """Scores candidate translations t against a core of a finite point set (all in Å).
+
+    The k-d tree is queried once per point x_i + t (its nearest atom within the inside radius).  Whether the
+    point is inside the fragment and which atom it matches after each refinement step follow from that
+    nearest atom by the triangle inequality wherever the bound is decisive by a margin; only the remaining
+    points are queried again (the same queries as a direct evaluation, so the same result)."""
 
     def __init__(self, positions: np.ndarray, core: np.ndarray, seeds: np.ndarray, nn: float, tol: float):
         from scipy.spatial import cKDTree
@@ -57,6 +62,14 @@ class _Scorer:
         ref = self.tree.query_ball_point(seeds, self.r_in, return_length=True)
         self.min_count = INSIDE_FRACTION * float(np.median(ref))
         self.known = None
+        # per atom: distance to the nearest other atom and radius of the ball holding min_count atoms
+        n_min = int(np.ceil(self.min_count))  # an integer count is >= min_count iff it is >= n_min
+        k = min(max(n_min, 2), len(positions))
+        d = np.asarray(self.tree.query(positions, k=k)[0], dtype=np.float64).reshape(len(positions), k)
+        self._gap = d[:, 1] if k >= 2 else np.full(len(positions), np.inf)
+        self._reach = d[:, n_min - 1] if n_min <= len(positions) else np.full(len(positions), np.inf)
+        # margin (Å) beyond any round-off in a distance: closer calls go to the k-d tree
+        self._eps = 1e-9 * (nn + float(np.abs(positions).max()))
 
     def remember(self, T: np.ndarray, score: np.ndarray) -> None:
         """Keep scored translations (both signs) for look-up by :func:`_consistent`."""
@@ -64,34 +77,71 @@ class _Scorer:
 
         self.known = (cKDTree(np.concatenate([T, -T])), np.asarray(score, dtype=np.float64))
 
+    def _inside(self, Q: np.ndarray, d0: np.ndarray, j0: np.ndarray) -> np.ndarray:
+        """(M,) bool: at least min_count atoms within r_in of Q (M, 3), given the nearest atom j0 at d0 (inf if
+        none within r_in)."""
+        eps, near = self._eps, np.isfinite(d0)
+        d0 = np.where(near, d0, 0.0)
+        reach = self._reach[j0 * near]
+        inside = near & (d0 + reach <= self.r_in - eps)  # the ball of x_j0 holding min_count atoms is inside
+        outside = ~near | (reach - d0 > self.r_in + eps)  # the ball about Q is inside one of x_j0 with fewer
+        todo = np.flatnonzero(~inside & ~outside)
+        if len(todo):
+            cnt = self.tree.query_ball_point(Q[todo], self.r_in, return_length=True)
+            inside[todo] = cnt >= self.min_count
+        return inside
+
+    def _match(self, Q: np.ndarray, tol: float, d0: np.ndarray, j0: np.ndarray, shift: np.ndarray):
+        """(hit (M,) bool, j (M,) int): is there an atom closer than ``tol`` to Q (M, 3), and the nearest one,
+        given the nearest atom j0 at d0 (inf if none within r_in) of Q - shift (|shift| per point: ``shift``)."""
+        eps, near = self._eps, np.isfinite(d0)
+        j = j0 * near
+        e = np.linalg.norm(self.pos[j] - Q, axis=1)
+        rest = np.where(near, np.maximum(d0 - shift, self._gap[j] - e), self.r_in - shift)  # other atoms >= this
+        hit = near & (e < tol - eps) & (self._gap[j] - e > e + eps)
+        miss = (~near | (e >= tol + eps)) & (rest >= tol + eps)
+        todo = np.flatnonzero(~hit & ~miss)
+        if len(todo):
+            d, jj = self.tree.query(Q[todo], distance_upper_bound=tol)
+            hit[todo] = np.isfinite(d)
+            j = j.copy()
+            j[todo] = np.where(np.isfinite(d), jj, 0)
+        return hit, np.where(hit, j, 0)
+
     def __call__(self, T: np.ndarray, refine: int = 2, n_core: int | None = None):
         """(refined T (K, 3) Å, score (K,), valid (K,) bool) for candidate translations T (K, 3) Å.
 
         ``valid`` is False when fewer than ``min_eligible`` core atoms have x_i + t inside the fragment
         (score 0 then) or when |t| < 0.5 nn (an atom would match itself).  ``n_core``: use only the
-        ``n_core`` most central core atoms (a quick pre-screen).
+        ``n_core`` most central core atoms (a quick pre-screen).  Each of the ``refine`` steps moves t by
+        the mean offset of the matched atoms (match radius 1.5 tol in the first step, then tol).
         """
         T = np.asarray(T, dtype=np.float64).reshape(-1, 3)
         core = self.core if n_core is None else self.core[:n_core]
-        n = len(core)
+        K, n = len(T), len(core)
         min_eligible = max(10, int(0.25 * n))
-        Q = core[None, :, :] + T[:, None, :]
-        cnt = self.tree.query_ball_point(Q.reshape(-1, 3), self.r_in, return_length=True).reshape(len(T), n)
-        elig = cnt >= self.min_count
-        n_elig = elig.sum(axis=1)
+        Q = (core[None, :, :] + T[:, None, :]).reshape(-1, 3)
+        d0, j0 = self.tree.query(Q, distance_upper_bound=self.r_in + self._eps)  # nearest atom within r_in
+        d0 = np.asarray(d0, dtype=np.float64)
+        j0 = np.where(np.isfinite(d0), j0, 0)
+        elig = self._inside(Q, d0, j0)
+        n_elig = elig.reshape(K, n).sum(axis=1)
+        rows = np.flatnonzero(elig)  # only these can match
+        t_of, i_of = np.divmod(rows, n)
+        d0, j0, core_r = d0[rows], j0[rows], core[i_of]
+        T_start = T
         for it in range(refine + 1):
-            Q = core[None, :, :] + T[:, None, :]
+            Qr = core_r + T[t_of]
             tol = self.tol * (1.5 if it == 0 and refine else 1.0)
-            d, j = self.tree.query(Q.reshape(-1, 3), distance_upper_bound=tol)
-            matched = (np.isfinite(d).reshape(len(T), n)) & elig
+            hit, j = self._match(Qr, tol, d0, j0, np.linalg.norm(T - T_start, axis=1)[t_of])
+            n_matched = np.bincount(t_of[hit], minlength=K)
             if it == refine:
                 break
-            j = np.where(np.isfinite(d), j, 0)
-            resid = (self.pos[j].reshape(len(T), n, 3) - Q) * matched[..., None]
-            m = np.maximum(matched.sum(axis=1), 1)
-            T = T + resid.sum(axis=1) / m[:, None]
+            resid = np.zeros((K * n, 3))
+            resid[rows[hit]] = self.pos[j[hit]] - Qr[hit]
+            T = T + resid.reshape(K, n, 3).sum(axis=1) / np.maximum(n_matched, 1)[:, None]
         valid = (n_elig >= min_eligible) & (np.linalg.norm(T, axis=1) > 0.5 * self.nn)
-        score = np.where(valid, matched.sum(axis=1) / np.maximum(n_elig, 1), 0.0)
+        score = np.where(valid, n_matched / np.maximum(n_elig, 1), 0.0)
         return T, score, valid
 
 
@@ -378,16 +428,18 @@ def _approx_automorphisms(G: np.ndarray, tol: float) -> np.ndarray:
     U = np.stack([rows[0][a.ravel()], rows[1][b.ravel()], rows[2][c.ravel()]], axis=1)  # (M, 3, 3)
     U = U[np.rint(np.linalg.det(U)).astype(np.int64) == 1]
     U = U[np.abs(np.einsum("mij,jk,mlk->mil", U, G, U) - G).max(axis=(1, 2)) <= scale]
-    group = {tuple(np.eye(3, dtype=np.int64).ravel())} | {tuple(u.ravel()) for u in U}
+    # rows of 9 entries, unique and in lexicographic order (np.unique along axis 0)
+    group = np.unique(np.concatenate([np.eye(3, dtype=np.int64).reshape(1, 9), U.reshape(-1, 9)]), axis=0)
     for _ in range(4):  # close under products (noise can leave a product just outside the tolerance)
-        mats = [np.array(g).reshape(3, 3) for g in group]
-        new = {tuple((x @ y).ravel()) for x in mats for y in mats}
-        if new <= group:
+        mats = group.reshape(-1, 3, 3)
+        products = np.einsum("aij,bjk->abik", mats, mats).reshape(-1, 9)
+        union = np.unique(np.concatenate([group, products]), axis=0)
+        if len(union) == len(group):  # every product is already in the group
             break
-        group |= new
+        group = union
         if len(group) > 48:  # not a finite point group: give up on symmetrising
             return np.eye(3, dtype=np.int64)[None]
-    return np.array([np.array(g).reshape(3, 3) for g in sorted(group)])
+    return group.reshape(-1, 3, 3)
 
 
 def _sym_sqrt(G: np.ndarray, power: float) -> np.ndarray:

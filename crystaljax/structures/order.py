@@ -92,17 +92,38 @@ def max_abs_alpha(atoms, shell: float = SHELL, min_expected: float = MIN_EXPECTE
     return float(np.max(np.abs(alpha[ok]))) if ok.any() else 0.0
 
 
-def _q6_vectors(n_atoms: int, i: np.ndarray, D: np.ndarray) -> np.ndarray:
-    """(n_atoms, 13) complex: mean over the bonds of atom a of Y_6m(bond direction), m = -6..6."""
-    from scipy.special import sph_harm_y
+#: d^m/dz^m of the Legendre polynomial P_6(z), m = 0..6, as coefficients of z^0..z^6.
+_P6_DERIVATIVES = np.array([
+    [-5, 0, 105, 0, -315, 0, 231],
+    [0, 210, 0, -1260, 0, 1386, 0],
+    [210, 0, -3780, 0, 6930, 0, 0],
+    [0, -7560, 0, 27720, 0, 0, 0],
+    [-7560, 0, 83160, 0, 0, 0, 0],
+    [0, 166320, 0, 0, 0, 0, 0],
+    [166320, 0, 0, 0, 0, 0, 0],
+], dtype=np.float64) / 16.0
+#: Normalisation sqrt(13 / (4 pi) (6 - m)! / (6 + m)!) of Y_6m, m = 0..6.
+_Y6_NORM = np.array([np.sqrt(13.0 / (4.0 * np.pi) * np.prod(np.arange(6 - m + 1, 6 + m + 1, dtype=np.float64)) ** -1.0)
+                     for m in range(7)])
 
-    r = np.linalg.norm(D, axis=1)
-    theta = np.arccos(np.clip(D[:, 2] / np.maximum(r, 1e-12), -1.0, 1.0))
-    phi = np.arctan2(D[:, 1], D[:, 0])
-    m = np.arange(-6, 7)
-    y = sph_harm_y(6, m[None, :], theta[:, None], phi[:, None])  # (n_bonds, 13)
-    q = np.zeros((n_atoms, 13), complex)
-    np.add.at(q, i, y)
+
+def _q6_vectors(n_atoms: int, i: np.ndarray, D: np.ndarray) -> np.ndarray:
+    """(n_atoms, 13) real: mean over the bonds D (n_bonds, 3) Å of atom a of the l = 6 spherical harmonics of
+    the bond direction in a real orthonormal basis (Y_60 and sqrt(2) times the real and imaginary parts of
+    Y_6m, m = 1..6; Condon-Shortley phase dropped).  A unitary change of the complex Y_6m basis, so norms and
+    dot products of these vectors are those of the complex q6 vectors.  Y_6m = N_m (x + i y)^m P_6^(m)(z) on
+    the unit vector (x, y, z): polynomials, no angles."""
+    u = D / np.maximum(np.linalg.norm(D, axis=1), 1e-12)[:, None]
+    zp = np.cumprod(np.concatenate([np.ones((len(u), 1)), np.repeat(u[:, 2:], 6, axis=1)], axis=1), axis=1)
+    radial = (zp @ _P6_DERIVATIVES.T) * _Y6_NORM  # (n_bonds, 7): N_m P_6^(m)(z), from the powers z^0..z^6
+    xy = np.cumprod(np.repeat((u[:, 0] + 1j * u[:, 1])[:, None], 6, axis=1), axis=1)  # (x + i y)^m, m = 1..6
+    y = np.concatenate([radial[:, :1], np.sqrt(2.0) * radial[:, 1:] * xy.real,
+                        np.sqrt(2.0) * radial[:, 1:] * xy.imag], axis=1)  # (n_bonds, 13)
+    order = np.argsort(i, kind="stable")
+    atoms, start = np.unique(i[order], return_index=True)
+    q = np.zeros((n_atoms, 13))
+    if len(order):
+        q[atoms] = np.add.reduceat(y[order], start, axis=0)
     nb = np.bincount(i, minlength=n_atoms)
     return q / np.maximum(nb, 1)[:, None]
 
@@ -117,7 +138,7 @@ def crystallinity(atoms, shell: float = SHELL, bonds=None) -> float:
     q = _q6_vectors(n, i, D)
     norm = np.linalg.norm(q, axis=1)
     qn = q / np.maximum(norm, 1e-12)[:, None]
-    dot = np.real(np.sum(qn[i] * np.conj(qn[j]), axis=1))
+    dot = np.sum(qn[i] * qn[j], axis=1)
     keep = np.ones(len(i), bool)
     if not np.any(atoms.pbc):  # only bonds from atoms at least one shell inside the hull-ish radius
         pos = atoms.positions
