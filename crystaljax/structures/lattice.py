@@ -35,6 +35,8 @@ PRESCREEN = 100
 #: Relative tolerance (fraction of the mean squared basis-vector length) within which the metric of an
 #: estimated lattice is taken to be invariant under an integer basis change before orienting it.
 METRIC_TOL = 0.05
+#: Radius (units of nn) within which the scorer looks up each point's nearest atom once (a speed setting).
+_SEARCH_NN = 0.45
 # A fixed generic direction used to keep one vector of each +-t pair.
 _HALF = np.array([0.5377, 0.7103, 0.4542])
 
@@ -45,7 +47,7 @@ _HALF = np.array([0.5377, 0.7103, 0.4542])
 class _Scorer:
     """Scores candidate translations t against a core of a finite point set (all in Å).
 
-    The k-d tree is queried once per point x_i + t (its nearest atom within the inside radius).  Whether the
+    The k-d tree is queried once per point x_i + t (its nearest atom within a short search radius).  Whether the
     point is inside the fragment and which atom it matches after each refinement step follow from that
     nearest atom by the triangle inequality wherever the bound is decisive by a margin; only the remaining
     points are queried again (the same queries as a direct evaluation, so the same result)."""
@@ -70,6 +72,8 @@ class _Scorer:
         self._reach = d[:, n_min - 1] if n_min <= len(positions) else np.full(len(positions), np.inf)
         # margin (Å) beyond any round-off in a distance: closer calls go to the k-d tree
         self._eps = 1e-9 * (nn + float(np.abs(positions).max()))
+        # radius (Å) of the nearest-atom search (a performance setting; any value >= 1.5 tol gives the same result)
+        self._search = max(_SEARCH_NN * nn, 1.5 * self.tol) + 4 * self._eps
 
     def remember(self, T: np.ndarray, score: np.ndarray) -> None:
         """Keep scored translations (both signs) for look-up by :func:`_consistent`."""
@@ -79,12 +83,12 @@ class _Scorer:
 
     def _inside(self, Q: np.ndarray, d0: np.ndarray, j0: np.ndarray) -> np.ndarray:
         """(M,) bool: at least min_count atoms within r_in of Q (M, 3), given the nearest atom j0 at d0 (inf if
-        none within r_in)."""
+        none within the search radius)."""
         eps, near = self._eps, np.isfinite(d0)
         d0 = np.where(near, d0, 0.0)
         reach = self._reach[j0 * near]
         inside = near & (d0 + reach <= self.r_in - eps)  # the ball of x_j0 holding min_count atoms is inside
-        outside = ~near | (reach - d0 > self.r_in + eps)  # the ball about Q is inside one of x_j0 with fewer
+        outside = near & (reach - d0 > self.r_in + eps)  # the ball about Q is inside one of x_j0 with fewer
         todo = np.flatnonzero(~inside & ~outside)
         if len(todo):
             cnt = self.tree.query_ball_point(Q[todo], self.r_in, return_length=True)
@@ -93,11 +97,13 @@ class _Scorer:
 
     def _match(self, Q: np.ndarray, tol: float, d0: np.ndarray, j0: np.ndarray, shift: np.ndarray):
         """(hit (M,) bool, j (M,) int): is there an atom closer than ``tol`` to Q (M, 3), and the nearest one,
-        given the nearest atom j0 at d0 (inf if none within r_in) of Q - shift (|shift| per point: ``shift``)."""
+        given the nearest atom j0 at d0 (inf if none within the search radius) of Q - shift (|shift| per point:
+        ``shift``)."""
         eps, near = self._eps, np.isfinite(d0)
         j = j0 * near
-        e = np.linalg.norm(self.pos[j] - Q, axis=1)
-        rest = np.where(near, np.maximum(d0 - shift, self._gap[j] - e), self.r_in - shift)  # other atoms >= this
+        diff = self.pos[j] - Q
+        e = np.sqrt(np.einsum("ij,ij->i", diff, diff))
+        rest = np.where(near, np.maximum(d0 - shift, self._gap[j] - e), self._search - shift)  # others >= this
         hit = near & (e < tol - eps) & (self._gap[j] - e > e + eps)
         miss = (~near | (e >= tol + eps)) & (rest >= tol + eps)
         todo = np.flatnonzero(~hit & ~miss)
@@ -108,23 +114,31 @@ class _Scorer:
             j[todo] = np.where(np.isfinite(d), jj, 0)
         return hit, np.where(hit, j, 0)
 
-    def __call__(self, T: np.ndarray, refine: int = 2, n_core: int | None = None):
+    def __call__(self, T: np.ndarray, refine: int = 2, n_core: int | None = None, scores_only: bool = False):
         """(refined T (K, 3) Å, score (K,), valid (K,) bool) for candidate translations T (K, 3) Å.
 
         ``valid`` is False when fewer than ``min_eligible`` core atoms have x_i + t inside the fragment
         (score 0 then) or when |t| < 0.5 nn (an atom would match itself).  ``n_core``: use only the
         ``n_core`` most central core atoms (a quick pre-screen).  Each of the ``refine`` steps moves t by
         the mean offset of the matched atoms (match radius 1.5 tol in the first step, then tol).
+        ``scores_only`` (with ``refine=0``): a t that matches no atom at all gets its score, 0, without the
+        inside test, and valid False whatever its eligible count.
         """
         T = np.asarray(T, dtype=np.float64).reshape(-1, 3)
         core = self.core if n_core is None else self.core[:n_core]
         K, n = len(T), len(core)
         min_eligible = max(10, int(0.25 * n))
         Q = (core[None, :, :] + T[:, None, :]).reshape(-1, 3)
-        d0, j0 = self.tree.query(Q, distance_upper_bound=self.r_in + self._eps)  # nearest atom within r_in
+        d0, j0 = self.tree.query(Q, distance_upper_bound=self._search)  # nearest atom within the search radius
         d0 = np.asarray(d0, dtype=np.float64)
         j0 = np.where(np.isfinite(d0), j0, 0)
-        elig = self._inside(Q, d0, j0)
+        if scores_only and refine == 0:
+            hit, _ = self._match(Q, self.tol, d0, j0, np.zeros(K * n))
+            some = np.repeat(hit.reshape(K, n).any(axis=1), n)  # score 0 (matched 0) for the others
+            elig = np.zeros(K * n, dtype=bool)
+            elig[some] = self._inside(Q[some], d0[some], j0[some])
+        else:
+            elig = self._inside(Q, d0, j0)
         n_elig = elig.reshape(K, n).sum(axis=1)
         rows = np.flatnonzero(elig)  # only these can match
         t_of, i_of = np.divmod(rows, n)
@@ -137,9 +151,10 @@ class _Scorer:
             n_matched = np.bincount(t_of[hit], minlength=K)
             if it == refine:
                 break
-            resid = np.zeros((K * n, 3))
-            resid[rows[hit]] = self.pos[j[hit]] - Qr[hit]
-            T = T + resid.reshape(K, n, 3).sum(axis=1) / np.maximum(n_matched, 1)[:, None]
+            resid = self.pos[j[hit]] - Qr[hit]
+            # summed in row order, as a sum over the core axis of (K, n, 3) offsets with zeros for the others
+            total = np.stack([np.bincount(t_of[hit], weights=resid[:, c], minlength=K) for c in range(3)], axis=1)
+            T = T + total / np.maximum(n_matched, 1)[:, None]
         valid = (n_elig >= min_eligible) & (np.linalg.norm(T, axis=1) > 0.5 * self.nn)
         score = np.where(valid, n_matched / np.maximum(n_elig, 1), 0.0)
         return T, score, valid
@@ -154,9 +169,9 @@ def _candidates(scorer: _Scorer, seeds: np.ndarray, radius: float) -> np.ndarray
     D = D[(dist > 0.5 * scorer.nn) & (D @ _HALF > -scorer.tol)]
     if len(D) == 0:
         return D.reshape(0, 3)
-    tD = cKDTree(D)
-    cnt = tD.query_ball_point(D, scorer.tol, return_length=True)
-    pairs = tD.query_pairs(scorer.tol, output_type="ndarray")
+    pairs = cKDTree(D).query_pairs(scorer.tol, output_type="ndarray").reshape(-1, 2)
+    # vectors within tol of each one, itself included (the ball count, from the same pairs)
+    cnt = 1 + np.bincount(pairs.ravel(), minlength=len(D))
     peak = np.ones(len(D), dtype=bool)
     if len(pairs):
         p, q = pairs[:, 0], pairs[:, 1]  # p < q: on equal counts the lower index wins
@@ -301,7 +316,7 @@ def _fit_basis(scorer: _Scorer, T: np.ndarray, thr: float) -> tuple[np.ndarray, 
     halves = np.array([n for n in np.ndindex(2, 2, 2) if any(n)], dtype=np.float64)  # (7, 3)
     for _ in range(3):  # a missed short vector: B spans a sublattice of index 2
         H = 0.5 * halves @ B
-        _, s_h, _ = scorer(H, refine=0)
+        _, s_h, _ = scorer(H, refine=0, scores_only=True)
         for h, n, s in zip(H, halves, s_h):
             if s < thr:
                 continue
@@ -415,6 +430,16 @@ def _nn_distance(pos: np.ndarray, core: np.ndarray) -> float:
     return nn
 
 
+def _unique_rows(rows: np.ndarray) -> np.ndarray:
+    """np.unique(rows, axis=0) for an integer array (M, 9): the distinct rows in lexicographic order (rows with
+    entries in [-63, 63] are compared as one base-127 integer each)."""
+    if len(rows) == 0 or np.abs(rows).max() > 63:
+        return np.unique(rows, axis=0)
+    keys = (rows + 63) @ (127 ** np.arange(8, -1, -1, dtype=np.int64))
+    _, first = np.unique(keys, return_index=True)
+    return rows[first]
+
+
 def _approx_automorphisms(G: np.ndarray, tol: float) -> np.ndarray:
     """Integer U (det +1, entries in [-2, 2]) with |U G U^T - G| <= tol * trace(G) / 3, closed under
     products: (K, 3, 3) int.  G must be the metric of a reduced basis."""
@@ -428,12 +453,12 @@ def _approx_automorphisms(G: np.ndarray, tol: float) -> np.ndarray:
     U = np.stack([rows[0][a.ravel()], rows[1][b.ravel()], rows[2][c.ravel()]], axis=1)  # (M, 3, 3)
     U = U[np.rint(np.linalg.det(U)).astype(np.int64) == 1]
     U = U[np.abs(np.einsum("mij,jk,mlk->mil", U, G, U) - G).max(axis=(1, 2)) <= scale]
-    # rows of 9 entries, unique and in lexicographic order (np.unique along axis 0)
-    group = np.unique(np.concatenate([np.eye(3, dtype=np.int64).reshape(1, 9), U.reshape(-1, 9)]), axis=0)
+    # rows of 9 entries, unique and in lexicographic order
+    group = _unique_rows(np.concatenate([np.eye(3, dtype=np.int64).reshape(1, 9), U.reshape(-1, 9)]))
     for _ in range(4):  # close under products (noise can leave a product just outside the tolerance)
         mats = group.reshape(-1, 3, 3)
         products = np.einsum("aij,bjk->abik", mats, mats).reshape(-1, 9)
-        union = np.unique(np.concatenate([group, products]), axis=0)
+        union = _unique_rows(np.concatenate([group, products]))
         if len(union) == len(group):  # every product is already in the group
             break
         group = union

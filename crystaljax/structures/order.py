@@ -138,7 +138,7 @@ def crystallinity(atoms, shell: float = SHELL, bonds=None) -> float:
     q = _q6_vectors(n, i, D)
     norm = np.linalg.norm(q, axis=1)
     qn = q / np.maximum(norm, 1e-12)[:, None]
-    dot = np.sum(qn[i] * qn[j], axis=1)
+    dot = np.real(np.sum(qn[i] * np.conj(qn[j]), axis=1))
     keep = np.ones(len(i), bool)
     if not np.any(atoms.pbc):  # only bonds from atoms at least one shell inside the hull-ish radius
         pos = atoms.positions
