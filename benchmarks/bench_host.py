@@ -14,6 +14,11 @@ candidate origin).  ``prepare`` = standard cell + ball + scale (crystaljax.struc
 same code for both but for the standard cell).  Also the streaming throughput of
 ``pipeline.iter_prepared_batches`` (host only) with 1 and 2 worker threads vs ``prepare_structures``.
 
+Host code of the box route (``host``): ``cluster.prepare`` (validate, ball, lattice finder, scale) and
+``order.host_features`` of the lattice/cluster/order/io modules now vs those of git revision ``--old-host-rev``
+(loaded from git, same inputs, same process), on fresh 250-atom frames; ``same_result`` says whether the two
+gave identical clusters (positions, rotation, scale) and features.
+
     OPENBLAS_NUM_THREADS=1 python benchmarks/bench_host.py            # JSON on the last line
     OPENBLAS_NUM_THREADS=1 python benchmarks/bench_host.py --quick    # fewer frames
 """
@@ -21,6 +26,7 @@ same code for both but for the standard cell).  Also the streaming throughput of
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import subprocess
 import sys
@@ -41,12 +47,51 @@ def _old_cell_module(rev: str) -> types.ModuleType:
     return mod
 
 
-def md_frames(reps: int, vacancies: int, n: int, seed: int = 0, sigma: float = 0.05) -> list:
-    """``n`` frames of a rattled bcc Fe supercell (reps^3 conventional cells) with ``vacancies`` sites empty."""
+#: Host modules whose revision ``--old-host-rev`` is compared with the working tree (order last: it imports cluster).
+HOST_MODULES = ("io", "lattice", "cluster", "order")
+
+
+def _old_host_modules(rev: str) -> tuple[dict, contextlib.AbstractContextManager]:
+    """The modules of :data:`HOST_MODULES` at git revision ``rev`` and a context that makes their (lazy)
+    imports of each other resolve to these old versions."""
+    import importlib
+
+    mods: dict = {}
+    names = {name: f"crystaljax.structures.{name}" for name in HOST_MODULES}
+    for full in names.values():  # the working tree's modules first, so that they are the ones restored
+        importlib.import_module(full)
+
+    @contextlib.contextmanager
+    def active():
+        saved = {full: sys.modules.get(full) for full in names.values()}
+        sys.modules.update({names[name]: mod for name, mod in mods.items()})
+        try:
+            yield
+        finally:
+            for full, mod in saved.items():
+                if mod is None:
+                    sys.modules.pop(full, None)
+                else:
+                    sys.modules[full] = mod
+
+    for name in HOST_MODULES:
+        src = subprocess.run(["git", "-C", str(ROOT), "show", f"{rev}:crystaljax/structures/{name}.py"],
+                             check=True, capture_output=True, text=True).stdout
+        mod = types.ModuleType(names[name])
+        with active():
+            exec(compile(src, f"reference_{name}.py", "exec"), mod.__dict__)  # noqa: S102 - our own file from git
+        mods[name] = mod
+    return mods, active
+
+
+def md_frames(reps: int, vacancies: int, n: int, seed: int = 0, sigma: float = 0.05, element: str = "Fe") -> list:
+    """``n`` frames of a rattled supercell of ``element`` (bcc Fe: reps^3 conventional cells; fcc Cu: the cubic
+    cell) with ``vacancies`` sites empty."""
     from ase.build import bulk
 
     rng = np.random.default_rng(seed)
-    base = bulk("Fe", "bcc", a=2.87, cubic=True).repeat((reps, reps, reps))
+    unit = bulk("Fe", "bcc", a=2.87, cubic=True) if element == "Fe" else bulk("Cu", "fcc", a=3.61, cubic=True)
+    base = unit.repeat((reps, reps, reps))
     frames = []
     for _ in range(n):
         a = base.copy()
@@ -68,11 +113,48 @@ def cpu_ms(fn, items, repeat: int = 1) -> float:
     return 1e3 * best
 
 
+def host_rows(rev: str, n_frames: int) -> dict:
+    """CPU ms per frame of prepare and host_features, working tree vs the host modules of ``rev``."""
+    from crystaljax.structures import cluster, order
+
+    old, active = _old_host_modules(rev)
+
+    def old_prepare(atoms):
+        with active():
+            return old["cluster"].prepare(atoms)
+
+    def old_features(c):
+        with active():
+            return old["order"].host_features(c)
+
+    inputs = {"bcc_fe_5x5x5_sigma0.05": md_frames(5, 0, n_frames, seed=2),
+              "bcc_fe_5x5x5_10vac": md_frames(5, 10, n_frames, seed=3),
+              "fcc_cu_4x4x4_sigma0.1": md_frames(4, 0, n_frames, seed=4, sigma=0.1, element="Cu")}
+    rows = {}
+    for name, frames in inputs.items():
+        new_c, old_c = [cluster.prepare(a) for a in frames], [old_prepare(a) for a in frames]
+        same = all(np.array_equal(a.positions, b.positions) and a.info["nn_distance"] == b.info["nn_distance"]
+                   and np.array_equal(a.info.get("rotation"), b.info.get("rotation")) for a, b in zip(new_c, old_c))
+        same = same and [order.host_features(c) for c in new_c] == [old_features(c) for c in new_c]
+        row = {"atoms": int(np.mean([len(a) for a in frames])),
+               "prepare_new": cpu_ms(cluster.prepare, frames, repeat=3),
+               "prepare_reference": cpu_ms(old_prepare, frames, repeat=2),
+               "host_features_new": cpu_ms(order.host_features, new_c, repeat=3),
+               "host_features_reference": cpu_ms(old_features, new_c, repeat=2),
+               "same_result": bool(same)}
+        row["prepare_speedup"] = row["prepare_reference"] / row["prepare_new"]
+        row["host_features_speedup"] = row["host_features_reference"] / row["host_features_new"]
+        rows[name] = row
+        print("host", name, json.dumps(row), file=sys.stderr)
+    return rows
+
+
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--frames", type=int, default=40, help="MD frames timed with the new code")
     ap.add_argument("--ref-frames", type=int, default=4, help="frames timed with the (slow) reference")
     ap.add_argument("--old-rev", default="4215d4d")
+    ap.add_argument("--old-host-rev", default="502240f", help="revision of the host modules to compare with")
     ap.add_argument("--quick", action="store_true")
     args = ap.parse_args(argv)
     if args.quick:
@@ -120,6 +202,8 @@ def main(argv=None) -> dict:
         row["prepare_speedup"] = row["prepare_reference"] / row["prepare_new"]
         out[name] = row
         print(name, json.dumps(row), file=sys.stderr)
+
+    out["host"] = host_rows(args.old_host_rev, args.frames)
 
     # streaming: host-only throughput (wall clock) of the batched iterator vs one list at a time
     frames = inputs["md250"]
