@@ -115,7 +115,7 @@ def cpu_ms(fn, items, repeat: int = 1) -> float:
 
 def host_rows(rev: str, n_frames: int) -> dict:
     """CPU ms per frame of prepare and host_features, working tree vs the host modules of ``rev``."""
-    from crystaljax.structures import cluster, order
+    from crystaljax.structures import cluster, io, lattice, order
 
     old, active = _old_host_modules(rev)
 
@@ -146,7 +146,23 @@ def host_rows(rev: str, n_frames: int) -> dict:
         row["host_features_speedup"] = row["host_features_reference"] / row["host_features_new"]
         rows[name] = row
         print("host", name, json.dumps(row), file=sys.stderr)
+    frames = inputs["bcc_fe_5x5x5_sigma0.05"]
+    new_stages = _stages(cluster, lattice, io, frames)
+    with active():
+        old_stages = _stages(old["cluster"], old["lattice"], old["io"], frames)
+    rows["stages_bcc_fe_5x5x5_sigma0.05"] = {k: {"reference": old_stages[k], "new": new_stages[k]} for k in new_stages}
+    print("host stages", json.dumps(rows["stages_bcc_fe_5x5x5_sigma0.05"]), file=sys.stderr)
     return rows
+
+
+def _stages(cluster, lattice, io, frames) -> dict:
+    """CPU ms per frame of each stage of the box route, with the given modules."""
+    balls = [cluster.sphere_cut(a, 250)[0] for a in frames]
+    return {"validate": cpu_ms(io.validate, frames, repeat=3),
+            "sphere_cut": cpu_ms(lambda a: cluster.sphere_cut(a, 250), frames, repeat=3),
+            "orient_finite_ball": cpu_ms(lattice.orient_finite, balls, repeat=3),
+            "nn_scale_robust": cpu_ms(cluster.nn_scale, frames, repeat=3),
+            "prepare": cpu_ms(cluster.prepare, frames, repeat=3)}
 
 
 def main(argv=None) -> dict:
