@@ -75,14 +75,40 @@ def scale_from_neighbour_distances(d: np.ndarray) -> float:
     for _ in range(ROBUST_ITERATIONS):
         state = (m, s)
         h = ROBUST_C_LOCATION * max(s, ROBUST_FLOOR * m)
-        w = v[np.abs(v - m) < h]
-        if len(w):
-            m = _sorted_median(w)
-        low = m - v[(v < m) & (v > (1.0 - ROBUST_LOWER_WINDOW) * m)][::-1]
+        a, b = _run(v, lambda x: np.abs(x - m) < h, m - h, m + h)  # the values with |v - m| < h
+        if b > a:
+            m = _sorted_median(v[a:b])
+        a = int(np.searchsorted(v, (1.0 - ROBUST_LOWER_WINDOW) * m, side="right"))  # v > 0.55 m ...
+        b = int(np.searchsorted(v, m, side="left"))  # ... and v < m
+        low = m - v[a:max(a, b)][::-1]
         s = min(_sorted_median(low) / ROBUST_MAD_TO_SIGMA if len(low) else 0.0, ROBUST_S_MAX * m)
         if (m, s) == state:  # a fixed point: the remaining iterations would repeat it
             break
     return m - s * s / m
+
+
+def _run(v: np.ndarray, inside, lo: float, hi: float) -> tuple[int, int]:
+    """[a, b): the run of the ascending array v where the predicate ``inside`` (true on one contiguous run,
+    roughly lo < v < hi) holds, by binary search on lo and hi, then corrected element by element where
+    round-off makes the predicate and the bounds disagree."""
+    n = len(v)
+    a = int(np.searchsorted(v, lo, side="right"))
+    b = int(np.searchsorted(v, hi, side="left"))
+    if b <= a:  # nothing between the bounds: find any element of the run near them, or none
+        near = [k for k in (a - 1, a, b - 1, b) if 0 <= k < n and inside(v[k])]
+        if not near:
+            return 0, 0
+        a = b = near[0]
+        b += 1
+    while a > 0 and inside(v[a - 1]):
+        a -= 1
+    while a < b and not inside(v[a]):
+        a += 1
+    while b < n and inside(v[b]):
+        b += 1
+    while b > a and not inside(v[b - 1]):
+        b -= 1
+    return a, b
 
 
 def _sorted_median(x: np.ndarray) -> float:

@@ -114,16 +114,24 @@ def _q6_vectors(n_atoms: int, i: np.ndarray, D: np.ndarray) -> np.ndarray:
     dot products of these vectors are those of the complex q6 vectors.  Y_6m = N_m (x + i y)^m P_6^(m)(z) on
     the unit vector (x, y, z): polynomials, no angles."""
     u = D / np.maximum(np.linalg.norm(D, axis=1), 1e-12)[:, None]
-    zp = np.cumprod(np.concatenate([np.ones((len(u), 1)), np.repeat(u[:, 2:], 6, axis=1)], axis=1), axis=1)
-    radial = (zp @ _P6_DERIVATIVES.T) * _Y6_NORM  # (n_bonds, 7): N_m P_6^(m)(z), from the powers z^0..z^6
-    xy = np.cumprod(np.repeat((u[:, 0] + 1j * u[:, 1])[:, None], 6, axis=1), axis=1)  # (x + i y)^m, m = 1..6
-    y = np.concatenate([radial[:, :1], np.sqrt(2.0) * radial[:, 1:] * xy.real,
-                        np.sqrt(2.0) * radial[:, 1:] * xy.imag], axis=1)  # (n_bonds, 13)
+    x, y, z = u.T
+    zp = np.empty((len(u), 7))  # powers z^0..z^6
+    zp[:, 0] = 1.0
+    for k in range(1, 7):
+        zp[:, k] = zp[:, k - 1] * z
+    radial = (zp @ _P6_DERIVATIVES.T) * _Y6_NORM  # (n_bonds, 7): N_m P_6^(m)(z)
+    re, im = np.empty((len(u), 6)), np.empty((len(u), 6))  # (x + i y)^m, m = 1..6
+    re[:, 0], im[:, 0] = x, y
+    for k in range(1, 6):
+        re[:, k] = re[:, k - 1] * x - im[:, k - 1] * y
+        im[:, k] = im[:, k - 1] * x + re[:, k - 1] * y
+    ylm = np.concatenate([radial[:, :1], np.sqrt(2.0) * radial[:, 1:] * re,
+                          np.sqrt(2.0) * radial[:, 1:] * im], axis=1)  # (n_bonds, 13)
     order = np.argsort(i, kind="stable")
     atoms, start = np.unique(i[order], return_index=True)
     q = np.zeros((n_atoms, 13))
     if len(order):
-        q[atoms] = np.add.reduceat(y[order], start, axis=0)
+        q[atoms] = np.add.reduceat(ylm[order], start, axis=0)
     nb = np.bincount(i, minlength=n_atoms)
     return q / np.maximum(nb, 1)[:, None]
 
