@@ -216,7 +216,7 @@ def _classify_streamed(clf, items, args, key, errors, bar, times) -> list[dict]:
 
     size = balanced_batch(len(items), args.batch)
     batches = iter_prepared_batches(atoms_of_items(), size, target=clf.spec.cluster_target, scale=args.scale,
-                                    cluster_features=host_features)
+                                    cluster_features=host_features, workers=args.workers)
     rows: list[dict] = []
     while True:
         t0 = time.perf_counter()
@@ -295,8 +295,10 @@ def cmd_classify(args) -> int:
 
     from crystaljax.learn.classifier import Classifier
 
-    if args.mc_samples < 0 or args.batch < 1 or args.occupancy_draws < 1:
-        return _fail("--mc-samples must be >= 0, --batch >= 1 and --occupancy-draws >= 1")
+    if args.workers is None:
+        args.workers = default_workers()
+    if args.mc_samples < 0 or args.batch < 1 or args.occupancy_draws < 1 or args.workers < 1:
+        return _fail("--mc-samples must be >= 0, --batch, --occupancy-draws and --workers >= 1")
     from crystaljax.learn.sharding import local_mesh
 
     t0 = time.perf_counter()
@@ -407,6 +409,14 @@ def _bad_scale(args) -> str | None:
     return None if scale in SCALES else f"--scale: unknown estimator {scale!r}; choose one of {', '.join(SCALES)}"
 
 
+def default_workers() -> int:
+    """Host preparation threads of ``classify``: 1 when the device is this CPU (its cores run the fingerprints and
+    the network; a second thread gained nothing on 2 cores, docs/PERFORMANCE.md), else the CPU count, at most 4."""
+    import jax
+
+    return 1 if jax.default_backend() == "cpu" else max(1, min(4, os.cpu_count() or 1))
+
+
 def _add_devices(p: argparse.ArgumentParser) -> None:
     p.add_argument("--devices", type=int, metavar="N", help="split each device batch over the first N local "
                    "devices (GPUs/TPU cores; default: all of them; a CPU is one device); several hosts: "
@@ -450,6 +460,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_scale(p)
     _add_devices(p)
+    p.add_argument("--workers", type=int, metavar="N",
+                   help="threads preparing the next structures while the device works (default: 1 on a CPU-only "
+                   "machine, else the CPU count, at most 4)")
     p.add_argument("--legacy-batching", action="store_true", help=argparse.SUPPRESS)  # benchmarks: former path
     p.add_argument("--stage-times", action="store_true", help=argparse.SUPPRESS)  # benchmarks: JSON line on stderr
     p.set_defaults(func=cmd_classify)

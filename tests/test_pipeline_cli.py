@@ -87,6 +87,8 @@ def test_streamed_and_former_path_agree_with_mc_dropout(tmp_path, clf, monkeypat
     assert [(r["file"], r["frame"], r["label"], r["unknown"]) for r in new] == \
         [(r["file"], r["frame"], r["label"], r["unknown"]) for r in old]
     assert len(new) == 8 and new[-1]["file"] == str(single) and new[-1]["label"] == "fcc"
+    assert main(["classify", "--json", "--quiet", "--workers", "3", *argv]) == 2  # threads change nothing
+    assert json.loads(capsys.readouterr().out) == new
     for a, b in zip(new, old):
         np.testing.assert_allclose(list(a["probabilities"].values()), list(b["probabilities"].values()), atol=2e-5)
         np.testing.assert_allclose(list(a["uncertainty"].values()), list(b["uncertainty"].values()), atol=2e-5)
