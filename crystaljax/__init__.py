@@ -12,7 +12,13 @@ from __future__ import annotations
 
 import importlib
 
+from crystaljax.physics.cpu_flags import configure_xla_cpu as _configure_xla_cpu
+
 __version__ = "0.1.0"
+
+#: XLA's CPU compiler is asked for 512-bit vectors on CPUs with AVX-512 when XLA_FLAGS is unset (before JAX
+#: creates its CPU backend; same results, ~1.1x on the fingerprint: docs/PERFORMANCE.md).  The flag set, or None.
+XLA_CPU_FLAG = _configure_xla_cpu()
 
 #: public name -> module that defines it
 _EXPORTS = {

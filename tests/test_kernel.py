@@ -195,3 +195,24 @@ def test_vector_width_flag_does_not_change_results(tmp_path):
     outs = [np.load(out) for out in paths]
     assert outs[0].max() == pytest.approx(1.0)
     np.testing.assert_allclose(outs[1], outs[0], rtol=0, atol=1e-6)
+
+
+def test_package_import_sets_the_vector_width_only_where_it_applies():
+    """``import crystaljax`` in a fresh process without XLA_FLAGS sets the 512-bit flag exactly when the CPU lists
+    AVX-512F, and leaves a user's XLA_FLAGS alone."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from crystaljax.physics.cpu_flags import VECTOR_WIDTH_FLAG, cpu_has_avx512
+
+    script = "import json, os, crystaljax; print(json.dumps([crystaljax.XLA_CPU_FLAG, os.environ.get('XLA_FLAGS')]))"
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    unset = json.loads(subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True,
+                                      timeout=120, check=True).stdout)
+    want = VECTOR_WIDTH_FLAG if cpu_has_avx512() else None
+    assert unset == [want, want]
+    mine = json.loads(subprocess.run([sys.executable, "-c", script], env=dict(env, XLA_FLAGS="--xla_cpu_ftz=true"),
+                                     capture_output=True, text=True, timeout=120, check=True).stdout)
+    assert mine == [None, "--xla_cpu_ftz=true"]

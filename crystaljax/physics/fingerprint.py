@@ -34,41 +34,10 @@ import jax.numpy as jnp
 from jax.custom_derivatives import SymbolicZero
 
 from crystaljax.config import BeamConfig, DetectorConfig, FingerprintConfig
+from crystaljax.physics.cpu_flags import VECTOR_WIDTH_FLAG, configure_xla_cpu, cpu_has_avx512  # noqa: F401
 from crystaljax.physics.detector import beam_stop_mask, scattering_vectors, solid_angles, validate_detector
 from crystaljax.physics.scattering import Z_MAX_TABLE, form_factor
 from crystaljax.structure import Structure
-
-VECTOR_WIDTH_FLAG = "--xla_cpu_prefer_vector_width=512"
-
-
-def cpu_has_avx512(cpuinfo: str = "/proc/cpuinfo", flag: str = "avx512f") -> bool:
-    """True if the CPU flags in ``cpuinfo`` (Linux) list ``flag`` (avx512f); False if absent or unreadable."""
-    try:
-        with open(cpuinfo) as handle:
-            text = handle.read()
-    except OSError:
-        return False
-    return any(line.startswith("flags") and flag in line.split() for line in text.splitlines())
-
-
-def configure_xla_cpu(environ=None, cpuinfo: str = "/proc/cpuinfo", required_cpu_flag: str = "avx512f") -> str | None:
-    """Ask XLA's CPU compiler for 512-bit vectors when that can help; returns the flag set, or None.
-
-    Sets ``XLA_FLAGS`` to :data:`VECTOR_WIDTH_FLAG` only if the user has not set ``XLA_FLAGS`` at
-    all and the CPU lists ``required_cpu_flag`` (AVX-512F by default; "avx2" also measured a gain on
-    an AVX2-only CPU, see docs/PERFORMANCE.md); otherwise changes nothing (XLA's default width).
-    XLA reads the variable when JAX creates its CPU backend (the first computation or
-    ``jax.devices()``), so call this before that, e.g. at the top of the package's ``__init__``.
-    Results are unchanged (tests/test_kernel.py); only the speed may differ (docs/PERFORMANCE.md).
-    """
-    import os
-
-    environ = os.environ if environ is None else environ
-    if "XLA_FLAGS" in environ or not cpu_has_avx512(cpuinfo, required_cpu_flag):
-        return None
-    environ["XLA_FLAGS"] = VECTOR_WIDTH_FLAG
-    return VECTOR_WIDTH_FLAG
-
 
 _TWO_PI_HI = 6.28125  # 2 pi split in two parts so that n * 2 pi is exact for n < 2^12 in float32
 _TWO_PI_LO = 2.0 * np.pi - 6.28125
