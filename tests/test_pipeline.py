@@ -117,11 +117,16 @@ def test_iter_prepared_batches_matches_prepare_structures_and_skips_bad_inputs()
     inputs = good[:2] + [bad] + good[2:]
     ref = crystaljax.prepare_structures(good)
     rows, idx, errors = [], [], []
-    for pb in iter_prepared_batches(iter(inputs), batch_size=4, workers=2):
-        assert pb.batch.positions.shape[0] == 4
+
+    def features(cluster):  # run by the workers on each prepared cluster
+        return len(cluster), float(cluster.info["nn_distance"])
+
+    for pb in iter_prepared_batches(iter(inputs), batch_size=4, workers=2, cluster_features=features):
+        assert pb.batch.positions.shape[0] == 4 and len(pb.features) == pb.n_valid
         for r in range(pb.n_valid):
             keep = np.asarray(pb.batch.mask[r]) > 0
             rows.append((np.asarray(pb.batch.positions[r])[keep], np.asarray(pb.batch.numbers[r])[keep]))
+            assert pb.features[r][0] == keep.sum() and pb.features[r][1] > 1.0  # this row's cluster, Å
         idx += list(pb.indices)
         errors += list(pb.errors)
     assert idx == [0, 1, 3, 4, 5]
