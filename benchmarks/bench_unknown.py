@@ -28,8 +28,7 @@ def main():
     from ase.build import bulk
 
     from crystaljax.learn.classifier import Classifier
-    from crystaljax.learn.novelty import assess
-    from crystaljax.structures.order import host_features
+    from crystaljax.learn.novelty import assess, structure_features
     from crystaljax.pipeline import prepare_structures
     from crystaljax.structures import out_of_scope
     from crystaljax.structures.cluster import prepare
@@ -49,7 +48,7 @@ def main():
     def with_unknown():
         images = clf.images(batch, 64)
         pred = clf.predict_images(images, 64, mc_samples=args.mc_samples, key=0, embeddings=True)
-        return assess(clf.unknown_thresholds, pred, [host_features(c) for c in clusters], images,
+        return assess(clf.unknown_thresholds, pred, [structure_features(a, c) for a, c in zip(structures, clusters)], images,
                       clf.feature_distance(pred)).unknown
 
     times = {}
@@ -63,7 +62,7 @@ def main():
         times[name] = best
     t0 = time.perf_counter()
     for c in clusters:
-        from crystaljax.structures.order import host_features
+        from crystaljax.learn.novelty import structure_features
 
         host_features(c)
     host = time.perf_counter() - t0

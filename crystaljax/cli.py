@@ -205,9 +205,8 @@ def _classify_streamed(clf, items, args, key, errors, bar, times) -> list[dict]:
     import time
 
     from crystaljax.learn.classifier import Prediction
-    from crystaljax.learn.novelty import assess
+    from crystaljax.learn.novelty import assess, structure_features
     from crystaljax.pipeline import balanced_batch, iter_prepared_batches
-    from crystaljax.structures.order import host_features
 
     def atoms_of_items():
         for path, frame, n_frames, atoms in items:
@@ -216,7 +215,7 @@ def _classify_streamed(clf, items, args, key, errors, bar, times) -> list[dict]:
 
     size = balanced_batch(len(items), args.batch)
     batches = iter_prepared_batches(atoms_of_items(), size, target=clf.spec.cluster_target, scale=args.scale,
-                                    cluster_features=host_features, workers=args.workers)
+                                    cluster_features=structure_features, workers=args.workers)
     rows: list[dict] = []
     while True:
         t0 = time.perf_counter()
@@ -249,23 +248,22 @@ def _classify_per_chunk(clf, items, args, key, errors, bar, times) -> list[dict]
     import time
 
     from crystaljax.errors import CrystalJaxError
-    from crystaljax.learn.novelty import assess
+    from crystaljax.learn.novelty import assess, structure_features
     from crystaljax.structure import from_ase, pad_to, stack
     from crystaljax.structures.cluster import prepare
-    from crystaljax.structures.order import host_features
 
     rows: list[dict] = []
     for start in range(0, len(items), args.batch):
         chunk = items[start:start + args.batch]
         t0 = time.perf_counter()
-        good, clusters, ase_clusters = [], [], []
+        good, clusters, host = [], [], []
         for item, (path, frame, n_frames, atoms) in enumerate(chunk, start):  # a bad structure is skipped alone
             name = _frame_name(path, frame, n_frames)
             try:
                 atoms.info.setdefault("source", name)
                 cluster = prepare(atoms, target=clf.spec.cluster_target, scale=args.scale)
                 clusters.append(from_ase(cluster))
-                ase_clusters.append(cluster)
+                host.append(structure_features(atoms, cluster))
                 good.append((path, frame, name, item))
             except CrystalJaxError as exc:
                 errors.append(str(exc).splitlines()[0])
@@ -277,8 +275,7 @@ def _classify_per_chunk(clf, items, args, key, errors, bar, times) -> list[dict]
             pred = clf.predict_images(images, args.batch, mc_samples=args.mc_samples, key=key, start=len(rows),
                                       embeddings=True)
             t2 = time.perf_counter()
-            verdict = assess(clf.unknown_thresholds, pred, [host_features(a) for a in ase_clusters], images,
-                             clf.feature_distance(pred))
+            verdict = assess(clf.unknown_thresholds, pred, host, images, clf.feature_distance(pred))
             rows += _rows(clf, good, pred, verdict)
             times["device"] += t2 - t1
             times["assess"] += time.perf_counter() - t2

@@ -98,8 +98,8 @@ class PreparedBatch:
     indices: (n_valid,) int, position in the input iterable of each valid row.
     errors: ((index, one-line message), ...) for the inputs of this batch that could not be prepared
         (``CrystalJaxError``: bad structure); they take no row.
-    features: ``cluster_features(cluster)`` of the valid rows' prepared ``ase.Atoms`` clusters (scaled
-        positions, ``info['nn_distance']``), computed by the workers, when asked for; else ().
+    features: ``cluster_features(atoms, cluster)`` of the valid rows (the input ``ase.Atoms`` and its prepared
+        cluster: scaled positions, ``info['nn_distance']``), computed by the workers, when asked for; else ().
     """
 
     batch: Structure | None
@@ -120,12 +120,12 @@ def balanced_batch(n: int, batch_size: int) -> int:
 
 
 def _prepare_one(index: int, atoms, target: int, seed, scale: str = "robust", cluster_features=None):
-    """(index, Structure or None, one-line error or None, ``cluster_features(cluster)`` or None)."""
+    """(index, Structure or None, one-line error or None, ``cluster_features(atoms, cluster)`` or None)."""
     try:
         if seed is not None:
             atoms = rotate(atoms, random_rotation(np.random.default_rng([*seed, index])))
         cluster = prepare(atoms, target=target, scale=scale)
-        return index, from_ase(cluster), None, None if cluster_features is None else cluster_features(cluster)
+        return index, from_ase(cluster), None, None if cluster_features is None else cluster_features(atoms, cluster)
     except CrystalJaxError as err:
         return index, None, str(err).splitlines()[0] if str(err) else type(err).__name__, None
 
@@ -155,9 +155,9 @@ def iter_prepared_batches(structures: Iterable, batch_size: int = DEVICE_BATCH, 
     once per bucket met.  A structure that cannot be prepared (``CrystalJaxError``, e.g. ``StructureError``)
     is reported in ``errors`` and skipped; the others are unaffected.  ``key`` (a ``jax.random`` key) rotates
     input i by a rotation seeded by (key, i), independent of ``workers`` and batching.  ``scale``: the
-    length-scale estimator (as in :func:`prepare_structures`).  ``cluster_features``: a function of a prepared
-    ``ase.Atoms`` cluster run by the workers too (e.g. ``structures.order.host_features``), results in
-    ``PreparedBatch.features``.  Yields
+    length-scale estimator (as in :func:`prepare_structures`).  ``cluster_features``: a function of an input
+    ``ase.Atoms`` and its prepared cluster run by the workers too (e.g. the unknown verdict's host features),
+    results in ``PreparedBatch.features``.  Yields
     :class:`PreparedBatch` in input order.
     """
     if batch_size < 1:

@@ -173,3 +173,71 @@ def test_shipped_thresholds_flag_an_ordered_compound_but_not_its_parent_lattice(
                       image_concentration=[1, 1], crystallinity=[1, 1], confidence=[1, 1],
                       mutual_information=[0, 0])
     assert g["ordered compound"].tolist() == [True, False]
+
+
+def _alpha_ga():
+    from ase.spacegroup import crystal
+
+    return crystal("Ga", [(0, 0.1549, 0.081)], spacegroup=64, cellpar=[4.52, 7.66, 4.53, 90, 90, 90])
+
+
+def test_site_symmetry_ignores_chemistry_orientation_and_setting():
+    from crystaljax.structures.symmetry import site_symmetry
+
+    assert site_symmetry(_alpha_ga()) == (64, 4)
+    assert site_symmetry(_rotated(_alpha_ga().repeat((1, 2, 1)))) == (64, 4)  # any orientation, a supercell
+    for atoms, want in ((bulk("Cu", "fcc", a=3.6), (225, 1)), (bulk("Mg", "hcp", a=3.2, c=5.2), (194, 2)),
+                        (bulk("Si", "diamond", a=5.43, cubic=True), (227, 2)), (bulk("Sn", "sc", a=3.3), (221, 1))):
+        assert site_symmetry(atoms) == want
+    alloy = bulk("Cu", "fcc", a=3.6, cubic=True).repeat(2)  # 32 sites, a random quarter Au: still Fm-3m
+    sym = np.array(alloy.get_chemical_symbols())
+    sym[np.random.default_rng(1).choice(32, 8, replace=False)] = "Au"
+    alloy.set_chemical_symbols(list(sym))
+    assert site_symmetry(alloy) == (225, 1)
+    vacancy = bulk("Cu", "fcc", a=3.6, cubic=True).repeat(2)
+    del vacancy[5]  # a vacancy: the whole cell is the primitive cell
+    assert site_symmetry(vacancy)[1] == 31
+    assert site_symmetry(Atoms("Cu2", positions=[[0, 0, 0], [2.5, 0, 0]])) is None  # finite: nothing
+
+
+def test_out_of_scope_symmetry_rule():
+    classes = ("bct_139", "bct_141", "hex/rh", "sc", "fcc", "diam", "bcc")
+    sg = [64, 225, 166, 194, 0, 12, 191, 1, 187]
+    prim = [4, 1, 1, 2, 0, 8, 1, 31, 15]
+    assert novelty.out_of_scope_symmetry(classes, sg, prim).tolist() == [
+        True, False, False, False, False, True, True, False, False]  # 0: not determined; 31, 15: defective cells
+    assert not novelty.out_of_scope_symmetry(("a", "b"), sg, prim).any()  # classes of unknown symmetry
+    assert novelty.out_of_scope_symmetry(("fcc", "bcc"), [194], [2]).tolist() == [True]  # the model's own scope
+
+
+def test_file_path_flags_a_clean_out_of_scope_crystal_by_its_symmetry(tmp_path):
+    """Through ``crystaljax classify``: alpha-Ga and trigonal Se as CIFs are unknown by their space group; the
+    in-class examples, a random fcc alloy cell and a vacancy supercell are not flagged by that gate."""
+    import json
+    import subprocess
+    import sys
+
+    from ase.io import write
+    from ase.spacegroup import crystal
+
+    write(tmp_path / "Ga.cif", _alpha_ga())
+    write(tmp_path / "Se.cif", crystal("Se", [(0.217, 0, 1 / 3)], spacegroup=152,
+                                       cellpar=[4.37, 4.37, 4.95, 90, 90, 120]))
+    alloy = bulk("Cu", "fcc", a=3.6, cubic=True).repeat(2)
+    sym = np.array(alloy.get_chemical_symbols())
+    sym[np.random.default_rng(2).choice(32, 8, replace=False)] = "Ni"
+    alloy.set_chemical_symbols(list(sym))
+    write(tmp_path / "CuNi_random.cif", alloy)
+    vacancy = bulk("Mg", "hcp", a=3.21, c=5.21).repeat((2, 2, 2))
+    del vacancy[3]
+    write(tmp_path / "Mg_vacancy.cif", vacancy)
+    files = [tmp_path / n for n in ("Ga.cif", "Se.cif", "CuNi_random.cif", "Mg_vacancy.cif")]
+    files += sorted((REPO / "crystaljax" / "examples").glob("*.cif"))
+    out = subprocess.run([sys.executable, "-m", "crystaljax.cli", "classify", "--json", "--quiet",
+                          *map(str, files)], capture_output=True, text=True, timeout=600, cwd=REPO)
+    assert out.returncode == 0, out.stderr[-2000:]
+    rows = {Path(r["file"]).name: r for r in json.loads(out.stdout)}
+    assert rows["Ga.cif"]["unknown"] and rows["Ga.cif"]["unknown_reason"] == "out-of-scope symmetry"
+    assert rows["Se.cif"]["unknown"] and rows["Se.cif"]["unknown_reason"] == "out-of-scope symmetry"
+    for name in ("CuNi_random.cif", "Mg_vacancy.cif", "Cu_fcc.cif", "Sn_beta.cif"):
+        assert rows[name]["unknown_reason"] != "out-of-scope symmetry", name

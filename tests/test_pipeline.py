@@ -118,8 +118,8 @@ def test_iter_prepared_batches_matches_prepare_structures_and_skips_bad_inputs()
     ref = crystaljax.prepare_structures(good)
     rows, idx, errors = [], [], []
 
-    def features(cluster):  # run by the workers on each prepared cluster
-        return len(cluster), float(cluster.info["nn_distance"])
+    def features(atoms, cluster):  # run by the workers on each input and its prepared cluster
+        return len(cluster), float(cluster.info["nn_distance"]), len(atoms)
 
     for pb in iter_prepared_batches(iter(inputs), batch_size=4, workers=2, cluster_features=features):
         assert pb.batch.positions.shape[0] == 4 and len(pb.features) == pb.n_valid
@@ -127,6 +127,7 @@ def test_iter_prepared_batches_matches_prepare_structures_and_skips_bad_inputs()
             keep = np.asarray(pb.batch.mask[r]) > 0
             rows.append((np.asarray(pb.batch.positions[r])[keep], np.asarray(pb.batch.numbers[r])[keep]))
             assert pb.features[r][0] == keep.sum() and pb.features[r][1] > 1.0  # this row's cluster, Å
+            assert pb.features[r][2] == len(inputs[pb.indices[r]])
         idx += list(pb.indices)
         errors += list(pb.errors)
     assert idx == [0, 1, 3, 4, 5]

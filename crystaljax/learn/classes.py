@@ -10,3 +10,10 @@ CLASS_MEANINGS: dict[str, tuple[str, str]] = {
     "diam": ("Fd-3m", "diamond (C, Si, α-Sn)"),
     "bcc": ("Im-3m", "body-centred cubic (Fe, W)"),
 }
+
+#: class name -> the space-group numbers of its structures (International Tables); what the "out-of-scope
+#: symmetry" gate of the unknown verdict (crystaljax.learn.novelty) calls in scope.
+CLASS_SPACE_GROUPS: dict[str, tuple[int, ...]] = {
+    "bct_139": (139,), "bct_141": (141,), "hex/rh": (166, 194), "sc": (221,), "fcc": (225,), "diam": (227,),
+    "bcc": (229,),
+}

@@ -1,22 +1,29 @@
 """The "unknown" verdict: is a structure outside what the model knows (elemental solids of its classes)?
 
-Four gates, each a pure threshold on a per-structure number, applied in this order (the first that fires
-gives the reason):
+Six gates, each a pure threshold or rule on a per-structure number, applied in this order (the first that
+fires gives the reason):
 
 1. ``ordered compound``: >= 2 species and first-shell Warren-Cowley short-range order
    (:func:`crystaljax.structures.order.short_range_order`) above ``sro``.  Random substitutional alloys
    have SRO ~ 0.05 and pass; rock salt, CsCl, zincblende, wurtzite, fluorite have ~ 1, L1_2 and L1_0 1/3.
-2. ``non-crystalline``: the fingerprint's intensity concentration
+2. ``out-of-scope symmetry`` (a rule, no threshold): a periodic input cell of at most
+   ``crystaljax.structures.cluster.BOX_ATOMS`` atoms whose atom sites (chemistry ignored,
+   :func:`crystaljax.structures.symmetry.site_symmetry`) have a space group outside those of the model's classes
+   (:data:`crystaljax.learn.classes.CLASS_SPACE_GROUPS`) with a primitive cell of at most
+   :data:`MAX_PRIMITIVE_ATOMS` atoms: a clean crystal whose symmetry is known and is not one of the classes
+   (alpha-Ga, alpha-U, Se chains, ...).  Defective or displaced boxes come out as P1 with a large primitive cell
+   and are left to the other gates; a random alloy has its lattice's group (chemistry ignored).
+3. ``non-crystalline``: the fingerprint's intensity concentration
    (:func:`crystaljax.structures.order.image_concentration`: Bragg spots vs diffuse rings) below
    ``image_concentration``.
-3. ``unknown crystal``: crystallinity (:func:`crystaljax.structures.order.crystallinity`, the solid-bond
+4. ``unknown crystal``: crystallinity (:func:`crystaljax.structures.order.crystallinity`, the solid-bond
    fraction of Steinhardt q6: ~1 when every atom has the same environment, as in the 7 classes) below
    ``crystallinity``.
-4. ``unfamiliar pattern``: the Mahalanobis distance of the network's embedding (``ConvNet.embed``, the layer the
+5. ``unfamiliar pattern``: the Mahalanobis distance of the network's embedding (``ConvNet.embed``, the layer the
    output reads) from the mean of the predicted class over reference in-class structures, with their pooled
    covariance (:class:`EmbeddingReference`), above ``feature_distance`` (DC3's "unknown crystal" gate, a
    distance in feature space beyond what in-class structures reach).
-5. ``low confidence``: the MC dropout mean probability of the predicted class below ``confidence`` or the
+6. ``low confidence``: the MC dropout mean probability of the predicted class below ``confidence`` or the
    mutual information above ``mutual_information``.
 
 Thresholds live in ``unknown.json`` next to a model (written by ``experiments/calibrate_unknown.py``,
@@ -40,7 +47,26 @@ THRESHOLDS_FILE = "unknown.json"
 #: File of the distance gate's reference (:class:`EmbeddingReference`) next to a model's model_card.json.
 EMBEDDING_FILE = "unknown_embedding.npz"
 
-REASONS = ("ordered compound", "non-crystalline", "unknown crystal", "unfamiliar pattern", "low confidence")
+REASONS = ("ordered compound", "out-of-scope symmetry", "non-crystalline", "unknown crystal", "unfamiliar pattern",
+           "low confidence")
+
+#: The out-of-scope-symmetry gate trusts a space group found with a primitive cell of at most this many atoms:
+#: every training source has fewer than 8 (dataset.MIN_PRIMITIVE_CELLS), and a small supercell with a vacancy
+#: (an hcp 2x2x2 cell less one atom: 15) stays out of reach.
+MAX_PRIMITIVE_ATOMS = 8
+
+
+def out_of_scope_symmetry(classes, space_group, primitive_atoms) -> np.ndarray:
+    """(N,) bool: the site space group (N,) int (0 = not determined) is outside the groups of ``classes`` (a
+    model's class names, :data:`crystaljax.learn.classes.CLASS_SPACE_GROUPS`) with a primitive cell (N,) of at
+    most :data:`MAX_PRIMITIVE_ATOMS` atoms.  Never fires when a class name has no known groups."""
+    from crystaljax.learn.classes import CLASS_SPACE_GROUPS
+
+    sg = np.asarray(space_group, dtype=np.int64)
+    if any(c not in CLASS_SPACE_GROUPS for c in classes):
+        return np.zeros(sg.shape, bool)
+    scope = np.array(sorted({g for c in classes for g in CLASS_SPACE_GROUPS[c]}))
+    return (sg > 0) & ~np.isin(sg, scope) & (np.asarray(primitive_atoms) <= MAX_PRIMITIVE_ATOMS)
 
 #: The per-structure numbers every gate function takes (keyword arguments, (N,) arrays; ``feature_distance``
 #: may be None: that gate does not fire).
@@ -130,12 +156,18 @@ def _distance(feature_distance, n: int) -> np.ndarray:
     return np.zeros(n) if feature_distance is None else np.asarray(feature_distance, float)
 
 
+def _symmetry(symmetry, n: int) -> np.ndarray:
+    return np.zeros(n, bool) if symmetry is None else np.asarray(symmetry, bool)
+
+
 def gates(th: Thresholds, *, n_species, sro, image_concentration, crystallinity, confidence,
-          mutual_information, feature_distance=None) -> dict[str, np.ndarray]:
-    """Each gate as an (N,) bool array (True = fires), from (N,) arrays of the per-structure numbers."""
+          mutual_information, feature_distance=None, symmetry=None) -> dict[str, np.ndarray]:
+    """Each gate as an (N,) bool array (True = fires), from (N,) arrays of the per-structure numbers
+    (``symmetry``: :func:`out_of_scope_symmetry`, None: that gate does not fire)."""
     n_species = np.asarray(n_species)
     return {
         "ordered compound": (n_species >= 2) & (np.asarray(sro, float) > th.sro),
+        "out-of-scope symmetry": _symmetry(symmetry, len(n_species)),
         "non-crystalline": np.asarray(image_concentration, float) < th.image_concentration,
         "unknown crystal": np.asarray(crystallinity, float) < th.crystallinity,
         "unfamiliar pattern": _distance(feature_distance, len(n_species)) > th.feature_distance,
@@ -145,7 +177,7 @@ def gates(th: Thresholds, *, n_species, sro, image_concentration, crystallinity,
 
 
 def verdict(th: Thresholds | None, *, n_species, sro, image_concentration, crystallinity, confidence,
-            mutual_information, feature_distance=None) -> Verdict:
+            mutual_information, feature_distance=None, symmetry=None) -> Verdict:
     """The verdict of :func:`gates`; the reason is the first gate (in :data:`REASONS` order) that fires.
     ``th`` None: nothing is flagged."""
     n = len(np.asarray(confidence))
@@ -153,7 +185,7 @@ def verdict(th: Thresholds | None, *, n_species, sro, image_concentration, cryst
         return Verdict(np.zeros(n, bool), [""] * n, {r: np.zeros(n, bool) for r in REASONS})
     g = gates(th, n_species=n_species, sro=sro, image_concentration=image_concentration,
               crystallinity=crystallinity, confidence=confidence, mutual_information=mutual_information,
-              feature_distance=feature_distance)
+              feature_distance=feature_distance, symmetry=symmetry)
     unknown = np.zeros(n, bool)
     reason = [""] * n
     for r in REASONS:
@@ -164,17 +196,19 @@ def verdict(th: Thresholds | None, *, n_species, sro, image_concentration, cryst
 
 
 def score(th: Thresholds, *, n_species, sro, image_concentration, crystallinity, confidence,
-          mutual_information, feature_distance=None) -> np.ndarray:
+          mutual_information, feature_distance=None, symmetry=None) -> np.ndarray:
     """(N,) continuous combined score: the largest gate margin ratio (> 1 exactly where a gate fires, up to
     ties): sro / th.sro (>= 2 species), (1 - x) / (1 - th.x) for x = image_concentration, crystallinity,
-    confidence, mutual_information / th.mutual_information and feature_distance / th.feature_distance."""
+    confidence, mutual_information / th.mutual_information and feature_distance / th.feature_distance; 2
+    where the out-of-scope-symmetry rule fires."""
     eps = 1e-12
     parts = [np.where(np.asarray(n_species) >= 2, np.asarray(sro, float) / max(th.sro, eps), 0.0),
              (1 - np.asarray(image_concentration, float)) / max(1 - th.image_concentration, eps),
              (1 - np.asarray(crystallinity, float)) / max(1 - th.crystallinity, eps),
              (1 - np.asarray(confidence, float)) / max(1 - th.confidence, eps),
              np.asarray(mutual_information, float) / max(th.mutual_information, eps),
-             _distance(feature_distance, len(np.asarray(n_species))) / max(th.feature_distance, eps)]
+             _distance(feature_distance, len(np.asarray(n_species))) / max(th.feature_distance, eps),
+             2.0 * _symmetry(symmetry, len(np.asarray(n_species)))]
     return np.max(np.stack(parts), axis=0)
 
 
@@ -217,16 +251,26 @@ def save_thresholds(th: Thresholds, model_dir) -> Path:
     return path
 
 
+def structure_features(atoms, cluster) -> dict:
+    """The host numbers of one structure for :func:`assess`: ``order.host_features`` of its prepared ~250-atom
+    cluster and ``order.site_features`` (site space group, primitive size) of the input ``atoms``."""
+    from crystaljax.structures.order import host_features, site_features
+
+    return {**host_features(cluster), **site_features(atoms)}
+
+
 def assess(th: Thresholds | None, prediction, host, images, feature_distance=None) -> Verdict:
-    """The verdict for N structures from their Prediction (MC dropout, as calibrated), the host features of
-    their prepared ~250-atom clusters (N dicts of ``crystaljax.structures.order.host_features``), their
-    fingerprints (N, H, W, 3) and (N,) embedding distances (``Classifier.feature_distance``; None: that gate
-    does not fire)."""
+    """The verdict for N structures from their Prediction (MC dropout, as calibrated), their host features (N
+    dicts: :func:`structure_features`; without ``space_group`` / ``primitive_atoms`` the symmetry gate does not
+    fire), their fingerprints
+    (N, H, W, 3) and (N,) embedding distances (``Classifier.feature_distance``; None: that gate does not fire)."""
     from crystaljax.structures.order import image_concentration
 
+    symmetry = out_of_scope_symmetry(prediction.classes, [h.get("space_group", 0) for h in host],
+                                     [h.get("primitive_atoms", 0) for h in host])
     return verdict(th, n_species=np.array([h["n_species"] for h in host]), sro=np.array([h["sro"] for h in host]),
                    image_concentration=np.array([image_concentration(im) for im in images]),
                    crystallinity=np.array([h["crystallinity"] for h in host]),
                    confidence=np.asarray(prediction.confidence, float),
                    mutual_information=np.asarray(prediction.mutual_information, float),
-                   feature_distance=feature_distance)
+                   feature_distance=feature_distance, symmetry=symmetry)

@@ -44,9 +44,33 @@ def standardize(lattice, frac, numbers, symprec: float, to_primitive: bool = Fal
                                    no_idealize=no_idealize, symprec=symprec)
 
 
+#: Distance tolerance (Å) of :func:`site_symmetry`: loose enough that a slightly relaxed or rounded in-class cell
+#: keeps its full group (a looser tolerance can only raise the symmetry found).
+SITE_SYMPREC = 0.1
+
+
+def site_symmetry(atoms, symprec: float = SITE_SYMPREC) -> tuple[int, int] | None:
+    """(space-group number, atoms per primitive cell) of the atom *sites* of a periodic ``ase.Atoms``,
+    chemistry ignored (every atom the same species, so a random alloy has its lattice's group); None for
+    finite or partially periodic input or when spglib finds no dataset.  A defective or thermally
+    displaced box comes out as P1 with the whole box as its primitive cell."""
+    if not (np.all(atoms.pbc) and abs(np.linalg.det(np.asarray(atoms.cell[:], float))) > 1e-9):
+        return None
+    n = len(atoms)
+    try:
+        ds = spglib.get_symmetry_dataset(_cell(atoms.cell[:], atoms.get_scaled_positions(wrap=True), np.ones(n)),
+                                         symprec=symprec)
+    except SpglibError:
+        return None
+    if ds is None:
+        return None
+    ratio = abs(np.linalg.det(np.asarray(ds.primitive_lattice, float))) / abs(np.linalg.det(np.asarray(atoms.cell[:], float)))
+    return int(ds.number), max(1, int(round(n * ratio)))
+
+
 def find_primitive(lattice, frac, numbers, symprec: float = 1e-5):
     """spglib's primitive cell ``(lattice, frac, numbers)``; raises ``SpglibError`` if none is found."""
     return spglib.find_primitive(_cell(lattice, frac, numbers), symprec=symprec)
 
 
-__all__ = ["SpglibError", "spacegroup_number", "symmetry_dataset", "standardize", "find_primitive"]
+__all__ = ["SpglibError", "spacegroup_number", "symmetry_dataset", "standardize", "find_primitive", "site_symmetry"]
