@@ -181,6 +181,29 @@ def _alpha_ga():
     return crystal("Ga", [(0, 0.1549, 0.081)], spacegroup=64, cellpar=[4.52, 7.66, 4.53, 90, 90, 90])
 
 
+def test_folded_sites_of_defective_boxes_and_fragments_give_the_crystal_group():
+    """A box or a ball with thermal noise and vacancies, folded onto the lattice it was oriented by, has its
+    crystal's space group: in-class crystals in scope, alpha-Ga out; a dense random packing folds onto nothing."""
+    from crystaljax.structures.cluster import prepare
+
+    rng = np.random.default_rng(0)
+    cases = {(194, 2): bulk("Mg", "hcp", a=3.21, c=5.21).repeat((5, 5, 4)),
+             (227, 2): bulk("Si", "diamond", a=5.43, cubic=True).repeat(3),
+             (225, 1): bulk("Cu", "fcc", a=3.6, cubic=True).repeat(5), (64, 4): _alpha_ga().repeat((4, 3, 4))}
+    for want, atoms in cases.items():
+        atoms = atoms.copy()
+        atoms.positions += rng.normal(0.0, 0.08, atoms.positions.shape)
+        del atoms[np.sort(rng.choice(len(atoms), len(atoms) // 3, replace=False))[::-1].tolist()]
+        assert (order.site_features(atoms, prepare(atoms))["space_group"],
+                order.site_features(atoms, prepare(atoms))["primitive_atoms"]) == want
+        ball = atoms[np.linalg.norm(atoms.positions - atoms.positions.mean(0), axis=1) < 10.0]
+        ball.pbc, ball.cell = False, None
+        got = order.site_features(ball, prepare(ball))
+        assert (got["space_group"], got["primitive_atoms"]) == want
+    for packing in out_of_scope.non_crystalline(rng, per_kind=1):  # no lattice, or nothing folds compactly
+        assert order.site_features(packing, prepare(packing))["space_group"] == 0
+
+
 def test_site_symmetry_ignores_chemistry_orientation_and_setting():
     from crystaljax.structures.symmetry import site_symmetry
 
@@ -211,8 +234,9 @@ def test_out_of_scope_symmetry_rule():
 
 
 def test_file_path_flags_a_clean_out_of_scope_crystal_by_its_symmetry(tmp_path):
-    """Through ``crystaljax classify``: alpha-Ga and trigonal Se as CIFs are unknown by their space group; the
-    in-class examples, a random fcc alloy cell and a vacancy supercell are not flagged by that gate."""
+    """Through ``crystaljax classify``: alpha-Ga and trigonal Se as CIFs, and a noisy alpha-Ga supercell and ball
+    (folded onto the lattice they are oriented by) are unknown by their space group; the in-class examples, a
+    random fcc alloy cell, an hcp vacancy supercell and a noisy bcc box with 40 % vacancies are not flagged by it."""
     import json
     import subprocess
     import sys
@@ -231,7 +255,19 @@ def test_file_path_flags_a_clean_out_of_scope_crystal_by_its_symmetry(tmp_path):
     vacancy = bulk("Mg", "hcp", a=3.21, c=5.21).repeat((2, 2, 2))
     del vacancy[3]
     write(tmp_path / "Mg_vacancy.cif", vacancy)
-    files = [tmp_path / n for n in ("Ga.cif", "Se.cif", "CuNi_random.cif", "Mg_vacancy.cif")]
+    rng = np.random.default_rng(3)
+    ga_box = _alpha_ga().repeat((4, 3, 4))  # a 384-atom supercell with thermal noise: folded onto its lattice
+    ga_box.positions += rng.normal(0.0, 0.05, ga_box.positions.shape)
+    write(tmp_path / "Ga_box.extxyz", ga_box)
+    ga_ball = ga_box[np.linalg.norm(ga_box.positions - ga_box.positions.mean(0), axis=1) < 11.0]
+    ga_ball.pbc, ga_ball.cell = False, None
+    write(tmp_path / "Ga_ball.extxyz", ga_ball)
+    fe_box = bulk("Fe", "bcc", a=2.87, cubic=True).repeat(5)  # in class: noise and 40 % vacancies
+    fe_box.positions += rng.normal(0.0, 0.06, fe_box.positions.shape)
+    del fe_box[np.sort(rng.choice(len(fe_box), 100, replace=False))[::-1].tolist()]
+    write(tmp_path / "Fe_box.extxyz", fe_box)
+    files = [tmp_path / n for n in ("Ga.cif", "Se.cif", "CuNi_random.cif", "Mg_vacancy.cif", "Ga_box.extxyz",
+                                    "Ga_ball.extxyz", "Fe_box.extxyz")]
     files += sorted((REPO / "crystaljax" / "examples").glob("*.cif"))
     out = subprocess.run([sys.executable, "-m", "crystaljax.cli", "classify", "--json", "--quiet",
                           *map(str, files)], capture_output=True, text=True, timeout=600, cwd=REPO)
@@ -239,5 +275,7 @@ def test_file_path_flags_a_clean_out_of_scope_crystal_by_its_symmetry(tmp_path):
     rows = {Path(r["file"]).name: r for r in json.loads(out.stdout)}
     assert rows["Ga.cif"]["unknown"] and rows["Ga.cif"]["unknown_reason"] == "out-of-scope symmetry"
     assert rows["Se.cif"]["unknown"] and rows["Se.cif"]["unknown_reason"] == "out-of-scope symmetry"
-    for name in ("CuNi_random.cif", "Mg_vacancy.cif", "Cu_fcc.cif", "Sn_beta.cif"):
+    for name in ("Ga_box.extxyz", "Ga_ball.extxyz"):
+        assert rows[name]["unknown"] and rows[name]["unknown_reason"] == "out-of-scope symmetry", name
+    for name in ("CuNi_random.cif", "Mg_vacancy.cif", "Fe_box.extxyz", "Cu_fcc.cif", "Sn_beta.cif"):
         assert rows[name]["unknown_reason"] != "out-of-scope symmetry", name

@@ -6,13 +6,12 @@ fires gives the reason):
 1. ``ordered compound``: >= 2 species and first-shell Warren-Cowley short-range order
    (:func:`crystaljax.structures.order.short_range_order`) above ``sro``.  Random substitutional alloys
    have SRO ~ 0.05 and pass; rock salt, CsCl, zincblende, wurtzite, fluorite have ~ 1, L1_2 and L1_0 1/3.
-2. ``out-of-scope symmetry`` (a rule, no threshold): a periodic input cell of at most
-   ``crystaljax.structures.cluster.BOX_ATOMS`` atoms whose atom sites (chemistry ignored,
-   :func:`crystaljax.structures.symmetry.site_symmetry`) have a space group outside those of the model's classes
-   (:data:`crystaljax.learn.classes.CLASS_SPACE_GROUPS`) with a primitive cell of at most
-   :data:`MAX_PRIMITIVE_ATOMS` atoms: a clean crystal whose symmetry is known and is not one of the classes
-   (alpha-Ga, alpha-U, Se chains, ...).  Defective or displaced boxes come out as P1 with a large primitive cell
-   and are left to the other gates; a random alloy has its lattice's group (chemistry ignored).
+2. ``out-of-scope symmetry`` (a rule, no threshold): the atom sites (chemistry ignored) have a space group outside
+   those of the model's classes (:data:`crystaljax.learn.classes.CLASS_SPACE_GROUPS`) with a primitive cell of at
+   most :data:`MAX_PRIMITIVE_ATOMS` atoms (:func:`crystaljax.structures.order.site_features`: spglib on a small
+   input cell, or on the mean sites of a box or fragment folded onto the lattice it was oriented by): a crystal
+   whose symmetry is determinable and is not one of the classes (alpha-Ga, alpha-U, Se chains, ...).  A random
+   alloy has its lattice's group; liquids and gases fold onto nothing.
 3. ``non-crystalline``: the fingerprint's intensity concentration
    (:func:`crystaljax.structures.order.image_concentration`: Bragg spots vs diffuse rings) below
    ``image_concentration``.
@@ -256,7 +255,7 @@ def structure_features(atoms, cluster) -> dict:
     cluster and ``order.site_features`` (site space group, primitive size) of the input ``atoms``."""
     from crystaljax.structures.order import host_features, site_features
 
-    return {**host_features(cluster), **site_features(atoms)}
+    return {**host_features(cluster), **site_features(atoms, cluster)}
 
 
 def assess(th: Thresholds | None, prediction, host, images, feature_distance=None) -> Verdict:

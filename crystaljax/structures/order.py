@@ -18,6 +18,8 @@ first shell of every class (bcc's second shell is at 1.155 d) under the paper's 
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from crystaljax.structures.cluster import robust_nn_distance
@@ -176,16 +178,52 @@ def host_features(atoms) -> dict[str, float]:
             "crystallinity": crystallinity(atoms, bonds=bonds)}
 
 
-def site_features(atoms) -> dict[str, int]:
-    """``space_group`` and ``primitive_atoms`` of the atom sites of a periodic input cell of at most
-    ``crystaljax.structures.cluster.BOX_ATOMS`` atoms (:func:`crystaljax.structures.symmetry.site_symmetry`),
-    0 and 0 otherwise (finite input, a larger box, no dataset): the numbers of the unknown verdict's
-    out-of-scope-symmetry gate.  Larger boxes are left out: spglib takes tens of ms on a displaced MD box and
-    finds P1 there anyway."""
-    from crystaljax.structures.cluster import BOX_ATOMS
-    from crystaljax.structures.symmetry import site_symmetry
+#: Folding a box's or fragment's cluster onto the lattice it was oriented by (units of the nearest-neighbour
+#: distance, the cluster's length unit): a point belongs to a site within FOLD_SITE_TOL of the site's mean (sites of
+#: an elemental solid are >= ~0.8 apart, thermal clouds ~0.1 wide); spglib's tolerance FOLD_SYMPREC (~0.25 Å: it
+#: absorbs the error of the lattice fitted to a noisy, vacancy-rich fragment);
+#: at most MAX_FOLDED_SITES sites (the out-of-scope-symmetry gate trusts primitive cells of <= 8 atoms).
+FOLD_SITE_TOL = 0.3
+FOLD_SYMPREC = 0.1
+MAX_FOLDED_SITES = 8
 
-    found = site_symmetry(atoms) if len(atoms) <= BOX_ATOMS else None
+
+@functools.lru_cache(maxsize=256)
+def _one_site_symmetry(metric: tuple) -> tuple[int, int] | None:
+    """Space group of a lattice with one atom per cell, from its metric rounded to 0.01 (nn^2): the lattice's
+    holohedry; memoised so that the frames of a trajectory, which share the lattice, pay spglib once."""
+    from crystaljax.structures.symmetry import basis_symmetry
+
+    lattice = np.linalg.cholesky(np.array(metric, dtype=np.float64).reshape(3, 3))
+    return basis_symmetry(lattice, np.zeros((1, 3)), FOLD_SYMPREC)
+
+
+def site_features(atoms, cluster=None) -> dict[str, int]:
+    """``space_group`` and ``primitive_atoms`` of the atom sites (chemistry ignored) of one structure, the numbers
+    of the unknown verdict's out-of-scope-symmetry gate; 0 and 0 when not determined.
+
+    A periodic input cell of at most ``cluster.BOX_ATOMS`` atoms: spglib on the cell
+    (:func:`crystaljax.structures.symmetry.site_symmetry` within ``LOOSE_SYMPREC_NN`` = a quarter of the
+    nearest-neighbour distance: the periodic images of a small cell repeat its displacements, so they do not
+    average out).  A box or a finite fragment whose prepared ``cluster``
+    (``cluster.prepare``) carries the lattice it was oriented by: the cluster folded onto that lattice
+    (:func:`crystaljax.structures.symmetry.folded_sites`; thermal displacements, vacancies and substitutions
+    average out in the site means) and spglib on the mean sites.  Anything else (no lattice, sites that do not
+    fold compactly): 0 and 0."""
+    from crystaljax.structures.cluster import BOX_ATOMS
+    from crystaljax.structures.io import is_periodic
+    from crystaljax.structures.symmetry import LOOSE_SYMPREC_NN, basis_symmetry, folded_sites, site_symmetry
+
+    found = None
+    if is_periodic(atoms) and len(atoms) <= BOX_ATOMS:
+        nn = float(cluster.info["nn_distance"]) if cluster is not None else robust_nn_distance(atoms)
+        found = site_symmetry(atoms, LOOSE_SYMPREC_NN * nn)  # a randomly displaced cell keeps its crystal's group
+    elif cluster is not None and cluster.info.get("lattice_found"):
+        lattice = np.asarray(cluster.info["estimated_cell"], dtype=np.float64) / float(cluster.info["nn_distance"])
+        sites = folded_sites(cluster.positions, lattice, FOLD_SITE_TOL, MAX_FOLDED_SITES)
+        if sites is not None and len(sites) == 1:
+            found = _one_site_symmetry(tuple(np.round(lattice @ lattice.T, 2).ravel().tolist()))
+        elif sites is not None:
+            found = basis_symmetry(lattice, sites, FOLD_SYMPREC)
     space_group, primitive_atoms = found if found is not None else (0, 0)
     return {"space_group": int(space_group), "primitive_atoms": int(primitive_atoms)}
-

@@ -47,6 +47,10 @@ def standardize(lattice, frac, numbers, symprec: float, to_primitive: bool = Fal
 #: Distance tolerance (Å) of :func:`site_symmetry`: loose enough that a slightly relaxed or rounded in-class cell
 #: keeps its full group (a looser tolerance can only raise the symmetry found).
 SITE_SYMPREC = 0.1
+#: The looser tolerance of the out-of-scope check on small cells (``order.site_features``), as a fraction of the
+#: nearest-neighbour distance: a small cell whose atoms are displaced at random (0.06-0.1 Å per component) has a
+#: low group at ``SITE_SYMPREC`` but its crystal's group within a quarter of d_NN.
+LOOSE_SYMPREC_NN = 0.25
 
 
 def site_symmetry(atoms, symprec: float = SITE_SYMPREC) -> tuple[int, int] | None:
@@ -68,9 +72,58 @@ def site_symmetry(atoms, symprec: float = SITE_SYMPREC) -> tuple[int, int] | Non
     return int(ds.number), max(1, int(round(n * ratio)))
 
 
+def folded_sites(positions, lattice, site_tol: float, max_sites: int) -> np.ndarray | None:
+    """Mean fractional positions (K, 3) of the sites of ``positions`` (N, 3) folded into the cell of ``lattice``
+    (3, 3 rows, same length unit), K <= ``max_sites``; None when the folded points do not gather into at most
+    ``max_sites`` compact sites (every point within ``site_tol`` of its site's mean, minimum image) each holding at
+    least a quarter of an equal share (a noisy, defective or finite fragment of a crystal folds onto its basis;
+    anything else does not)."""
+    pos = np.asarray(positions, dtype=np.float64)
+    lattice = np.asarray(lattice, dtype=np.float64)
+    frac = pos @ np.linalg.inv(lattice)
+    frac -= np.floor(frac)
+    free = np.ones(len(frac), bool)
+    sites, counts = [], []
+    while free.any():
+        if len(sites) == max_sites:
+            return None
+        centre = frac[np.argmax(free)]
+        for _ in range(3):  # recentre on the members' minimum-image mean
+            d = frac - centre
+            d -= np.round(d)
+            member = free & (np.linalg.norm(d @ lattice, axis=1) < site_tol)
+            centre = centre + d[member].mean(axis=0)
+        d = frac - centre
+        d -= np.round(d)
+        member = free & (np.linalg.norm(d @ lattice, axis=1) < site_tol)
+        if not member.any():
+            return None
+        sites.append(centre - np.floor(centre))
+        counts.append(int(member.sum()))
+        free &= ~member
+    if min(counts) < 0.25 * len(frac) / len(sites):
+        return None
+    return np.array(sites)
+
+
+def basis_symmetry(lattice, sites, symprec: float) -> tuple[int, int] | None:
+    """(space-group number, atoms per primitive cell) of identical atoms at fractional ``sites`` (K, 3) in the
+    cell ``lattice`` (3, 3 rows); None when spglib finds no dataset.  ``symprec`` in the lattice's unit."""
+    lattice = np.asarray(lattice, dtype=np.float64)
+    try:
+        ds = spglib.get_symmetry_dataset(_cell(lattice, sites, np.ones(len(sites))), symprec=symprec)
+    except SpglibError:
+        return None
+    if ds is None:
+        return None
+    ratio = abs(np.linalg.det(np.asarray(ds.primitive_lattice, float))) / abs(np.linalg.det(lattice))
+    return int(ds.number), max(1, int(round(len(sites) * ratio)))
+
+
 def find_primitive(lattice, frac, numbers, symprec: float = 1e-5):
     """spglib's primitive cell ``(lattice, frac, numbers)``; raises ``SpglibError`` if none is found."""
     return spglib.find_primitive(_cell(lattice, frac, numbers), symprec=symprec)
 
 
-__all__ = ["SpglibError", "spacegroup_number", "symmetry_dataset", "standardize", "find_primitive", "site_symmetry"]
+__all__ = ["SpglibError", "spacegroup_number", "symmetry_dataset", "standardize", "find_primitive", "site_symmetry",
+           "folded_sites", "basis_symmetry"]
