@@ -60,9 +60,27 @@ def _row_atoms(batch: Structure, i: int):
     return Atoms(numbers=np.asarray(batch.numbers[i])[m], positions=np.asarray(batch.positions[i])[m], pbc=False)
 
 
+def symmetry_numbers(batch: Structure) -> dict[str, np.ndarray]:
+    """space_group, primitive_atoms (N,) of the clusters of a batched Structure (``order.site_features`` of each
+    cluster re-prepared as a finite fragment: oriented by its own lattice, folded onto it; 0 when not found):
+    the numbers of the out-of-scope-symmetry rule."""
+    from crystaljax.errors import StructureError
+    from crystaljax.structures.cluster import prepare
+
+    rows = []
+    for i in range(len(np.asarray(batch.mask))):
+        atoms = _row_atoms(batch, i)
+        try:
+            rows.append(order.site_features(atoms, prepare(atoms)))
+        except StructureError:
+            rows.append({"space_group": 0, "primitive_atoms": 0})
+    return {k: np.array([r[k] for r in rows], np.int64) for k in ("space_group", "primitive_atoms")}
+
+
 def features(clf: Classifier, batch: Structure, *, mc_samples: int = 16, seed: int = 0) -> dict[str, np.ndarray]:
     """Per-structure numbers of a batched, prepared Structure: n_species, sro, crystallinity,
-    image_concentration, confidence, mutual_information, label (N,) arrays and embedding (N, D)."""
+    image_concentration, confidence, mutual_information, label, space_group, primitive_atoms (N,) arrays and
+    embedding (N, D)."""
     images = clf.images(batch)
     pred = clf.predict_images(images, mc_samples=mc_samples, key=seed, embeddings=True)
     rows = [_row_atoms(batch, i) for i in range(len(images))]
@@ -71,7 +89,7 @@ def features(clf: Classifier, batch: Structure, *, mc_samples: int = 16, seed: i
             "sro_max_alpha": np.array([order.max_abs_alpha(a) for a in rows]),
             "image_concentration": np.array([order.image_concentration(im) for im in images]),
             "confidence": pred.confidence.astype(float), "mutual_information": pred.mutual_information,
-            "label": pred.indices, "embedding": pred.embeddings}
+            "label": pred.indices, "embedding": pred.embeddings} | symmetry_numbers(batch)
 
 
 def in_class_sets(clf: Classifier, seed: int, per_class: int):
@@ -112,8 +130,10 @@ def _concat(parts: list[dict]) -> dict[str, np.ndarray]:
 
 
 def build_half(clf: Classifier, half: str, *, per_class: int = 12, per_kind: int = 6, mc_samples: int = 16,
-               progress: bool = True) -> dict[str, np.ndarray]:
-    """Features of one half (``calibration`` or ``measurement``) with ``category`` and ``kind`` columns."""
+               progress: bool = True, featurize=None) -> dict[str, np.ndarray]:
+    """Features of one half (``calibration`` or ``measurement``) with ``category`` and ``kind`` columns.
+    ``featurize(batch) -> dict of (N,) arrays`` replaces :func:`features` (e.g. :func:`symmetry_numbers` alone)."""
+    featurize = featurize or (lambda batch: features(clf, batch, mc_samples=mc_samples))
     seed = {"calibration": 101, "measurement": 202}[half]
     rng = np.random.default_rng(seed)
     pairs = slice(0, 5) if half == "calibration" else slice(5, None)
@@ -121,19 +141,19 @@ def build_half(clf: Classifier, half: str, *, per_class: int = 12, per_kind: int
 
     def add(category, kinds, feats):
         feats = dict(feats)
-        feats["category"] = np.array([category] * len(feats["sro"]))
+        feats["category"] = np.array([category] * len(kinds))
         feats["kind"] = np.asarray(kinds)
         parts.append(feats)
         if progress:
             print(f"  {half}: {category:<22} {len(kinds):4d} structures  ({time.strftime('%H:%M:%S')})", flush=True)
 
     ds, base, kinds, merged, _ = in_class_sets(clf, seed, per_class)
-    add("in-class pristine", [str(p) for p in ds.meta["prototype"]], features(clf, base, mc_samples=mc_samples))
-    add("in-class defective", kinds, features(clf, merged, mc_samples=mc_samples))
+    add("in-class pristine", [str(p) for p in ds.meta["prototype"]], featurize(base))
+    add("in-class defective", kinds, featurize(merged))
 
     def host(category, atoms_list):
         batch = prepare_structures(atoms_list, target=clf.spec.cluster_target)
-        add(category, [a.info["kind"] for a in atoms_list], features(clf, batch, mc_samples=mc_samples))
+        add(category, [a.info["kind"] for a in atoms_list], featurize(batch))
 
     host("random alloy", out_of_scope.random_alloys(rng, per_level=per_kind))
     host("ordered compound", out_of_scope.ordered_compounds(rng, per_kind=per_kind, pairs=pairs))
@@ -208,9 +228,15 @@ def measure(th: novelty.Thresholds, data: dict[str, np.ndarray]) -> dict:
     return out
 
 
-def with_distances(data: dict[str, np.ndarray], reference: novelty.EmbeddingReference) -> dict[str, np.ndarray]:
-    """``data`` plus ``feature_distance`` (N,): each row's embedding distance from its predicted class."""
-    return {**data, "feature_distance": reference.distance(data["embedding"], data["label"])}
+def with_distances(data: dict[str, np.ndarray], reference: novelty.EmbeddingReference,
+                   classes=None) -> dict[str, np.ndarray]:
+    """``data`` plus ``feature_distance`` (N,): each row's embedding distance from its predicted class, and with
+    ``classes`` (a model's class names) ``symmetry`` (N,): the out-of-scope-symmetry rule
+    (``novelty.out_of_scope_symmetry``)."""
+    out = {**data, "feature_distance": reference.distance(data["embedding"], data["label"])}
+    if classes is not None:
+        out["symmetry"] = novelty.out_of_scope_symmetry(classes, data["space_group"], data["primitive_atoms"])
+    return out
 
 
 def run(cfg, workdir) -> dict:
@@ -248,7 +274,15 @@ def run(cfg, workdir) -> dict:
                                       mc_samples=opts.mc_samples)
             path.parent.mkdir(parents=True, exist_ok=True)
             np.savez(path, **halves[half])
-        halves[half] = with_distances(halves[half], reference)
+        if "space_group" not in halves[half]:  # features cached before the symmetry rule: add its columns
+            extra = build_half(clf, half, per_class=opts.per_class, per_kind=opts.per_kind, progress=False,
+                               featurize=symmetry_numbers)
+            if not np.array_equal(extra["kind"], halves[half]["kind"]):
+                raise RuntimeError(f"{path}: cached rows do not match the rebuilt {half} half; delete the cache")
+            halves[half] = {**halves[half], "space_group": extra["space_group"],
+                            "primitive_atoms": extra["primitive_atoms"]}
+            np.savez(path, **halves[half])
+        halves[half] = with_distances(halves[half], reference, clf.classes)
     th = fit(halves["calibration"])
     command = (f"python experiments/calibrate_unknown.py model_dir={model} unknown.per_class={opts.per_class} "
                f"unknown.per_kind={opts.per_kind} unknown.mc_samples={opts.mc_samples} "

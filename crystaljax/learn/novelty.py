@@ -67,10 +67,10 @@ def out_of_scope_symmetry(classes, space_group, primitive_atoms) -> np.ndarray:
     scope = np.array(sorted({g for c in classes for g in CLASS_SPACE_GROUPS[c]}))
     return (sg > 0) & ~np.isin(sg, scope) & (np.asarray(primitive_atoms) <= MAX_PRIMITIVE_ATOMS)
 
-#: The per-structure numbers every gate function takes (keyword arguments, (N,) arrays; ``feature_distance``
-#: may be None: that gate does not fire).
+#: The per-structure numbers every gate function takes (keyword arguments, (N,) arrays; ``feature_distance`` and
+#: ``symmetry`` (:func:`out_of_scope_symmetry`) may be None: that gate does not fire).
 FEATURES = ("n_species", "sro", "image_concentration", "crystallinity", "confidence", "mutual_information",
-            "feature_distance")
+            "feature_distance", "symmetry")
 
 
 @dataclass(frozen=True)
