@@ -150,7 +150,7 @@ def test_partial_sort_gives_the_whole_shells_of_a_full_sort():
         pts += rng.normal(size=pts.shape) * (1e-9 if trial % 2 else 0.1)
         dist = np.linalg.norm(pts - pts[0], axis=1)
         target = int(rng.integers(1, 800))
-        np.testing.assert_array_equal(cluster._nearest_shells(dist, target), _reference_shells(dist, target))
+        np.testing.assert_array_equal(cluster.nearest_shells(dist, target), _reference_shells(dist, target))
 
 
 def _reference_closure(U):

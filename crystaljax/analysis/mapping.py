@@ -46,6 +46,7 @@ from typing import Any
 import numpy as np
 
 from crystaljax.errors import StructureError
+from crystaljax.structures.io import plane_spacings
 
 #: Default grid spacing of the window centres (Å); chosen by measurement (docs/MAPS.md).
 DEFAULT_STRIDE = 8.0
@@ -192,8 +193,7 @@ def point_set(atoms, reach: float) -> tuple[np.ndarray, np.ndarray]:
     frac = np.linalg.solve(cell.T, pos.T).T
     frac -= np.floor(frac)
     pos = frac @ cell
-    volume = abs(float(np.linalg.det(cell)))
-    spacings = volume / np.linalg.norm(np.cross(np.roll(cell, -1, 0), np.roll(cell, -2, 0)), axis=1)
+    spacings = plane_spacings(cell)
     reps = [int(np.ceil(reach / s)) for s in spacings]
     shifts = np.stack(np.meshgrid(*[np.arange(-k, k + 1) for k in reps], indexing="ij"), -1).reshape(-1, 3)
     shifts = shifts[np.argsort(np.abs(shifts).sum(axis=1), kind="stable")]  # the atoms themselves first
@@ -214,8 +214,7 @@ def window_centres(atoms, stride: float, tree=None) -> np.ndarray:
         raise StructureError(f"stride must be positive, got {stride!r} A")
     if _is_periodic(atoms):
         cell = np.asarray(atoms.cell[:], dtype=np.float64)
-        volume = abs(float(np.linalg.det(cell)))
-        spacings = volume / np.linalg.norm(np.cross(np.roll(cell, -1, 0), np.roll(cell, -2, 0)), axis=1)
+        spacings = plane_spacings(cell)
         counts = [max(1, int(round(s / stride))) for s in spacings]
         grid = np.stack(np.meshgrid(*[(np.arange(k) + 0.5) / k for k in counts], indexing="ij"), -1)
         return grid.reshape(-1, 3) @ cell

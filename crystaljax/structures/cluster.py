@@ -26,7 +26,7 @@ from __future__ import annotations
 import numpy as np
 
 from crystaljax.errors import StructureError
-from crystaljax.structures.io import images_near, is_periodic, nearest_neighbour_distances, validate
+from crystaljax.structures.io import images_near, is_periodic, nearest_neighbour_distances, plane_spacings, validate
 
 #: Width of the acceptance window around the target count, as a fraction of the target.
 COUNT_WINDOW = 0.1
@@ -134,7 +134,7 @@ def _neighbour_table(atoms, k: int, periodic: bool) -> np.ndarray:
         volume = abs(float(np.linalg.det(cell)))
         # a ball holding ~3 k atoms around any atom of the cell, plus the cell's own extent
         radius = (3.0 * 3 * (k + 1) * volume / len(pos) / (4.0 * np.pi)) ** (1.0 / 3.0)
-        spacings = volume / np.linalg.norm(np.cross(np.roll(cell, -1, 0), np.roll(cell, -2, 0)), axis=1)
+        spacings = plane_spacings(cell)
         reps = [int(np.ceil(radius / sp)) + 1 for sp in spacings]
         grid = np.stack(np.meshgrid(*[np.arange(-r, r + 1) for r in reps], indexing="ij"), -1).reshape(-1, 3)
         kk = min(k + 1, len(grid) * len(pos))
@@ -206,7 +206,7 @@ def replication(n_atoms: int, cell, target: int = 250) -> tuple[int, int, int]:
 SHAPES = ("sphere", "block")
 
 
-def _nearest_shells(dist: np.ndarray, target: int) -> np.ndarray:
+def nearest_shells(dist: np.ndarray, target: int) -> np.ndarray:
     """Sorted indices of the points with the smallest ``dist`` (M,) that form whole shells (sorted distances
     closer than 1e-6 x the largest one belong to one shell), the count closest to ``target`` (ties: the
     smaller count).  Only the nearest ~2 ``target`` points are sorted when a shell boundary at or above
@@ -247,7 +247,7 @@ def sphere_cut(atoms, target: int = 250):
     cell = np.asarray(atoms.cell[:], dtype=np.float64)
     volume = abs(float(np.linalg.det(cell)))
     radius = (3.0 * 1.3 * target * volume / len(atoms) / (4.0 * np.pi)) ** (1.0 / 3.0)
-    spacings = volume / np.linalg.norm(np.cross(np.roll(cell, -1, 0), np.roll(cell, -2, 0)), axis=1)
+    spacings = plane_spacings(cell)
     reps = tuple(int(np.ceil(2.0 * radius / d)) + 2 for d in spacings)
     # the replicated block as arrays (ase's repeat is slow for thousands of atoms): atom index fastest
     grid = np.stack(np.meshgrid(*[np.arange(r) for r in reps], indexing="ij"), axis=-1).reshape(-1, 3)
@@ -256,7 +256,7 @@ def sphere_cut(atoms, target: int = 250):
     centre = (np.asarray(reps, dtype=np.float64) @ cell) / 2.0
     origin = pos[int(np.argmin(np.linalg.norm(pos - centre, axis=1)))]
     dist = np.linalg.norm(pos - origin, axis=1)
-    keep = _nearest_shells(dist, target)
+    keep = nearest_shells(dist, target)
     which = keep % len(atoms)  # index of the atom in the input cell
     ball = Atoms(numbers=atoms.numbers[which], positions=pos[keep], tags=atoms.get_tags()[which], pbc=False)
     return ball, reps

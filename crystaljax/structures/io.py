@@ -46,6 +46,15 @@ def _label(source: str) -> str:
     return f"{source}: " if source else ""
 
 
+def plane_spacings(cell) -> np.ndarray:
+    """(3,) distances (Å) between neighbouring lattice planes parallel to each pair of cell vectors: volume over
+    the area spanned by the other two rows of ``cell`` (3, 3) Å (how many images along each vector reach a
+    given distance)."""
+    cell = np.asarray(cell, dtype=np.float64)
+    volume = abs(float(np.linalg.det(cell)))
+    return volume / np.linalg.norm(np.cross(np.roll(cell, -1, 0), np.roll(cell, -2, 0)), axis=1)
+
+
 def nearest_neighbour_distances(atoms, periodic: bool | None = None) -> np.ndarray:
     """Per-atom distance (Å) to the nearest other atom, periodic images included for periodic input.
 
@@ -63,9 +72,8 @@ def nearest_neighbour_distances(atoms, periodic: bool | None = None) -> np.ndarr
         d, _ = cKDTree(pos).query(pos, k=2)
         return d[:, 1]
     cell = np.asarray(atoms.cell[:], dtype=np.float64)
-    volume = abs(float(np.linalg.det(cell)))
     reach = float(np.min(np.linalg.norm(cell, axis=1)))
-    spacings = volume / np.linalg.norm(np.cross(np.roll(cell, -1, 0), np.roll(cell, -2, 0)), axis=1)
+    spacings = plane_spacings(cell)
     n = [int(np.ceil(reach / d - 1e-9)) for d in spacings]
     if np.prod([2 * k + 1 for k in n]) * len(pos) > 2_000_000:  # a very skewed cell: ASE's cell lists
         from ase.neighborlist import neighbor_list
@@ -87,8 +95,7 @@ def images_near(pos: np.ndarray, cell: np.ndarray, grid: np.ndarray, radius: flo
     lattice-plane spacing.  A superset of the images within ``radius`` of an atom, with coordinates computed
     exactly as the full image set's."""
     cell = np.asarray(cell, dtype=np.float64)
-    volume = abs(float(np.linalg.det(cell)))
-    spacings = volume / np.linalg.norm(np.cross(np.roll(cell, -1, 0), np.roll(cell, -2, 0)), axis=1)
+    spacings = plane_spacings(cell)
     frac = pos @ np.linalg.inv(cell)
     pad = radius / spacings * (1 + 1e-9) + 1e-9 * (1.0 + np.abs(frac).max())
     lo, hi = frac.min(axis=0) - pad, frac.max(axis=0) + pad
@@ -109,9 +116,8 @@ def _closest_distance(atoms, periodic: bool) -> float:
         return float(np.min(nearest_neighbour_distances(atoms, periodic)))
     pos = np.asarray(atoms.positions, dtype=np.float64)
     cell = np.asarray(atoms.cell[:], dtype=np.float64)
-    volume = abs(float(np.linalg.det(cell)))
     reach = float(np.min(np.linalg.norm(cell, axis=1)))
-    spacings = volume / np.linalg.norm(np.cross(np.roll(cell, -1, 0), np.roll(cell, -2, 0)), axis=1)
+    spacings = plane_spacings(cell)
     n = [int(np.ceil(reach / d - 1e-9)) for d in spacings]
     if np.prod([2 * k + 1 for k in n]) * len(pos) > 2_000_000:  # the ASE branch of nearest_neighbour_distances
         return float(np.min(nearest_neighbour_distances(atoms, periodic)))

@@ -495,14 +495,11 @@ def _core_indices(positions: np.ndarray, target: int) -> np.ndarray:
     ``target`` (distances equal to 1e-6 relative form one shell): the rule of
     :func:`crystaljax.structures.cluster.sphere_cut` for periodic input, so the core is a ball like the training
     clusters."""
+    from crystaljax.structures.cluster import nearest_shells
+
     c = positions.mean(axis=0)
     origin = positions[int(np.argmin(np.linalg.norm(positions - c, axis=1)))]
-    dist = np.linalg.norm(positions - origin, axis=1)
-    order = np.argsort(dist, kind="stable")
-    d = dist[order]
-    ends = np.append(np.flatnonzero(np.diff(d) > 1e-6 * max(d[-1], 1e-12)) + 1, len(d))
-    count = int(ends[np.argmin(np.abs(ends - target))])
-    return np.sort(order[:count])
+    return nearest_shells(np.linalg.norm(positions - origin, axis=1), target)
 
 
 def orient_finite(atoms, target: int = 250, *, core: bool = True) -> "ase.Atoms":  # noqa: F821

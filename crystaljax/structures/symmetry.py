@@ -60,16 +60,7 @@ def site_symmetry(atoms, symprec: float = SITE_SYMPREC) -> tuple[int, int] | Non
     displaced box comes out as P1 with the whole box as its primitive cell."""
     if not (np.all(atoms.pbc) and abs(np.linalg.det(np.asarray(atoms.cell[:], float))) > 1e-9):
         return None
-    n = len(atoms)
-    try:
-        ds = spglib.get_symmetry_dataset(_cell(atoms.cell[:], atoms.get_scaled_positions(wrap=True), np.ones(n)),
-                                         symprec=symprec)
-    except SpglibError:
-        return None
-    if ds is None:
-        return None
-    ratio = abs(np.linalg.det(np.asarray(ds.primitive_lattice, float))) / abs(np.linalg.det(np.asarray(atoms.cell[:], float)))
-    return int(ds.number), max(1, int(round(n * ratio)))
+    return basis_symmetry(atoms.cell[:], atoms.get_scaled_positions(wrap=True), symprec)
 
 
 def folded_sites(positions, lattice, site_tol: float, max_sites: int) -> np.ndarray | None:
