@@ -195,9 +195,6 @@ class Classifier:
         self._samples_of_structures = jax.jit(
             lambda p, s, batch, keys, n_samples: sampled(p, s, images_of(batch), jax.random.wrap_key_data(keys),
                                                          n_samples), static_argnames="n_samples")
-        self._samples_of_images = jax.jit(
-            lambda p, s, images, keys, n_samples: sampled(p, s, images, jax.random.wrap_key_data(keys), n_samples),
-            static_argnames="n_samples")
         self._variables = (checkpoint.params, checkpoint.batch_stats)
         if mesh is not None:
             from crystaljax.learn.sharding import replicate
@@ -285,22 +282,15 @@ class Classifier:
                        start: int = 0, embeddings: bool = False) -> Prediction:
         """Prediction for fingerprints (N, H, W, 3); ``mc_samples`` > 0: MC dropout with the keys
         ``fold_in(key, start + i)`` (as :meth:`predict`, so the same structures give the same samples).
-        ``embeddings``: also return the eval-mode embeddings, from the same jitted pass (the convolutional trunk
-        runs once for the samples and the embedding)."""
+        One jitted pass per chunk gives the probabilities (or samples) and the eval-mode embeddings (the
+        convolutional trunk runs once for both); ``embeddings``: keep the embeddings in the Prediction."""
         images = np.asarray(images, np.float32)
         k = max(int(mc_samples), 0)
-        if embeddings:
-            keys = self.structure_keys(len(images), key, start)
-            out, emb = self._map(lambda p, s, t: self._with_embeddings(p, s, t[0], t[1], n_samples=k),
-                                 (images, keys), batch_size)
-            if k == 0:
-                return Prediction(self.classes, out, None, emb)
-            return Prediction.from_samples(self.classes, out, emb)
-        if k == 0:
-            return Prediction(self.classes, self.probabilities_of_images(images, batch_size))
-        samples = self._map(lambda p, s, t: self._samples_of_images(p, s, t[0], t[1], n_samples=k),
-                            (images, self.structure_keys(len(images), key, start)), batch_size)
-        return Prediction.from_samples(self.classes, samples)
+        keys = self.structure_keys(len(images), key, start)
+        out, emb = self._map(lambda p, s, t: self._with_embeddings(p, s, t[0], t[1], n_samples=k), (images, keys),
+                             batch_size)
+        emb = emb if embeddings else None
+        return Prediction(self.classes, out, None, emb) if k == 0 else Prediction.from_samples(self.classes, out, emb)
 
     def predict(self, batch: Structure, batch_size: int = 64, *, mc_samples: int = 0, key=None,
                 start: int = 0) -> Prediction:
