@@ -214,8 +214,9 @@ def _classify_streamed(clf, items, args, key, errors, bar, times) -> list[dict]:
             yield atoms
 
     size = balanced_batch(len(items), args.batch)
+    verdict_numbers = structure_features if clf.unknown_thresholds is not None else None  # none without a verdict
     batches = iter_prepared_batches(atoms_of_items(), size, target=clf.spec.cluster_target, scale=args.scale,
-                                    cluster_features=structure_features, workers=args.workers)
+                                    cluster_features=verdict_numbers, workers=args.workers)
     rows: list[dict] = []
     while True:
         t0 = time.perf_counter()
@@ -263,7 +264,8 @@ def _classify_per_chunk(clf, items, args, key, errors, bar, times) -> list[dict]
                 atoms.info.setdefault("source", name)
                 cluster = prepare(atoms, target=clf.spec.cluster_target, scale=args.scale)
                 clusters.append(from_ase(cluster))
-                host.append(structure_features(atoms, cluster))
+                if clf.unknown_thresholds is not None:
+                    host.append(structure_features(atoms, cluster))
                 good.append((path, frame, name, item))
             except CrystalJaxError as exc:
                 errors.append(str(exc).splitlines()[0])

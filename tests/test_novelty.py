@@ -279,3 +279,12 @@ def test_file_path_flags_a_clean_out_of_scope_crystal_by_its_symmetry(tmp_path):
         assert rows[name]["unknown"] and rows[name]["unknown_reason"] == "out-of-scope symmetry", name
     for name in ("CuNi_random.cif", "Mg_vacancy.cif", "Fe_box.extxyz", "Cu_fcc.cif", "Sn_beta.cif"):
         assert rows[name]["unknown_reason"] != "out-of-scope symmetry", name
+
+
+def test_assess_without_thresholds_needs_no_host_numbers():
+    """A model without unknown.json: nothing flagged, and the workers need not compute host numbers."""
+    from crystaljax.learn.classifier import Prediction
+
+    pred = Prediction(("a", "b"), np.array([[0.9, 0.1], [0.2, 0.8], [0.5, 0.5]], np.float32))
+    v = novelty.assess(None, pred, (), np.zeros((3, 4, 4, 3)))
+    assert v.unknown.tolist() == [False] * 3 and v.reason == [""] * 3

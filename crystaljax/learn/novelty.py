@@ -261,10 +261,13 @@ def structure_features(atoms, cluster) -> dict:
 def assess(th: Thresholds | None, prediction, host, images, feature_distance=None) -> Verdict:
     """The verdict for N structures from their Prediction (MC dropout, as calibrated), their host features (N
     dicts: :func:`structure_features`; without ``space_group`` / ``primitive_atoms`` the symmetry gate does not
-    fire), their fingerprints
-    (N, H, W, 3) and (N,) embedding distances (``Classifier.feature_distance``; None: that gate does not fire)."""
+    fire), their fingerprints (N, H, W, 3) and (N,) embedding distances (``Classifier.feature_distance``; None:
+    that gate does not fire).  ``th`` None: nothing is flagged, and ``host`` may be empty."""
     from crystaljax.structures.order import image_concentration
 
+    if th is None:  # nothing is flagged; the host numbers may be absent
+        return verdict(None, n_species=None, sro=None, image_concentration=None, crystallinity=None,
+                       confidence=prediction.confidence, mutual_information=None)
     symmetry = out_of_scope_symmetry(prediction.classes, [h.get("space_group", 0) for h in host],
                                      [h.get("primitive_atoms", 0) for h in host])
     return verdict(th, n_species=np.array([h["n_species"] for h in host]), sro=np.array([h["sro"] for h in host]),
