@@ -73,6 +73,62 @@ def test_crystallinity_of_a_dense_random_packing_is_low():
     assert order.crystallinity(liquid) < 0.3
 
 
+def _dimer_gas(rng, n_molecules=125, bond=1.1, spacing=3.3, periodic=True):
+    """Randomly oriented dimers (N2-like) at random sequential centres >= ``spacing`` Å apart, 10 % packing of the
+    centres' spheres, in a periodic box (or finite)."""
+    from scipy.spatial.transform import Rotation
+
+    box = (n_molecules / 0.1 * np.pi / 6 * spacing ** 3) ** (1 / 3)
+    centres = out_of_scope._rsa(rng, n_molecules, box, spacing)
+    axes = Rotation.random(len(centres), random_state=rng).apply([0.0, 0.0, 0.5 * bond])
+    pos = np.concatenate([centres + axes, centres - axes])
+    return Atoms(["N"] * len(pos), positions=pos, cell=[box] * 3 if periodic else None, pbc=periodic)
+
+
+def test_crystallinity_of_dimer_packings_is_that_of_their_molecules():
+    """Each atom's only bond in a packing of dimers is to its partner, whose q6 vector is the same whatever the
+    order: the molecules' centres decide.  beta-O (in class) and alpha-N2 crystals ~1, with noise and with a
+    quarter of the atoms missing too; a gas of the same molecules (periodic or a finite cloud) low."""
+    from crystaljax.structures import aflow_library
+    from crystaljax.structures.cluster import prepare
+
+    rng = np.random.default_rng(4)
+    for name in ("A_hR2_166_c-O", "A_cP8_205_c-N"):
+        crystal = aflow_library.get_entry(name).atoms().repeat(4)
+        assert order.dimer_centres(crystal, order.first_shell(crystal)) is not None
+        assert order.crystallinity(crystal) == pytest.approx(1.0)
+        noisy = crystal.copy()
+        noisy.positions += rng.normal(0.0, 0.05, noisy.positions.shape)
+        assert order.crystallinity(prepare(noisy)) > 0.8, name
+        holes = crystal.copy()
+        del holes[np.sort(rng.choice(len(holes), len(holes) // 4, replace=False))[::-1].tolist()]
+        assert order.crystallinity(prepare(holes)) > 0.8, name
+    for periodic in (True, False):
+        gas = _dimer_gas(rng, periodic=periodic)
+        assert order.dimer_centres(gas, order.first_shell(gas)) is not None
+        assert order.crystallinity(gas) < 0.3
+        assert order.crystallinity(prepare(gas)) < 0.3
+    bcc = bulk("Fe", "bcc", a=2.87).repeat(4)  # no isolated pairs: the atoms' own bonds
+    assert order.dimer_centres(bcc, order.first_shell(bcc)) is None
+
+
+def test_molecular_crystal_fragment_folds_onto_its_space_group():
+    """A noisy ball of alpha-N2 (Pa-3, 8 atoms per cell) folds onto the cube its lattice finder returns and has
+    its crystal's space group: the out-of-scope-symmetry rule's numbers."""
+    from crystaljax.structures import aflow_library
+    from crystaljax.structures.cluster import prepare
+
+    rng = np.random.default_rng(6)
+    big = aflow_library.get_entry("A_cP8_205_c-N").atoms().repeat(6)
+    big.positions += rng.normal(0.0, 0.03, big.positions.shape)
+    ball = big[np.linalg.norm(big.positions - big.positions.mean(0), axis=1) < 12.0]
+    ball.pbc, ball.cell = False, None
+    got = order.site_features(ball, prepare(ball))
+    assert (got["space_group"], got["primitive_atoms"]) == (205, 8)
+    assert novelty.out_of_scope_symmetry(("fcc", "bcc", "hex/rh"), [got["space_group"]],
+                                         [got["primitive_atoms"]]).tolist() == [True]
+
+
 def test_image_concentration_bounds():
     spot = np.zeros((64, 64, 3))
     spot[10, 20] = 1.0
@@ -234,8 +290,9 @@ def test_out_of_scope_symmetry_rule():
 
 
 def test_file_path_flags_a_clean_out_of_scope_crystal_by_its_symmetry(tmp_path):
-    """Through ``crystaljax classify``: alpha-Ga and trigonal Se as CIFs, and a noisy alpha-Ga supercell and ball
-    (folded onto the lattice they are oriented by) are unknown by their space group; the in-class examples, a
+    """Through ``crystaljax classify``: alpha-Ga and trigonal Se as CIFs, a noisy alpha-Ga supercell and ball and a
+    noisy alpha-N2 ball (folded onto the lattice they are oriented by) are unknown by their space group, an N2
+    gas is unknown; the in-class examples, a
     random fcc alloy cell, an hcp vacancy supercell and a noisy bcc box with 40 % vacancies are not flagged by it."""
     import json
     import subprocess
@@ -266,8 +323,16 @@ def test_file_path_flags_a_clean_out_of_scope_crystal_by_its_symmetry(tmp_path):
     fe_box.positions += rng.normal(0.0, 0.06, fe_box.positions.shape)
     del fe_box[np.sort(rng.choice(len(fe_box), 100, replace=False))[::-1].tolist()]
     write(tmp_path / "Fe_box.extxyz", fe_box)
+    from crystaljax.structures import aflow_library
+
+    n2 = aflow_library.get_entry("A_cP8_205_c-N").atoms().repeat(6)  # a molecular crystal as a noisy ball
+    n2.positions += rng.normal(0.0, 0.03, n2.positions.shape)
+    n2_ball = n2[np.linalg.norm(n2.positions - n2.positions.mean(0), axis=1) < 12.0]
+    n2_ball.pbc, n2_ball.cell = False, None
+    write(tmp_path / "N2_ball.extxyz", n2_ball)
+    write(tmp_path / "N2_gas.extxyz", _dimer_gas(rng))  # its gas
     files = [tmp_path / n for n in ("Ga.cif", "Se.cif", "CuNi_random.cif", "Mg_vacancy.cif", "Ga_box.extxyz",
-                                    "Ga_ball.extxyz", "Fe_box.extxyz")]
+                                    "Ga_ball.extxyz", "Fe_box.extxyz", "N2_ball.extxyz", "N2_gas.extxyz")]
     files += sorted((REPO / "crystaljax" / "examples").glob("*.cif"))
     out = subprocess.run([sys.executable, "-m", "crystaljax.cli", "classify", "--json", "--quiet",
                           *map(str, files)], capture_output=True, text=True, timeout=600, cwd=REPO)
@@ -275,7 +340,8 @@ def test_file_path_flags_a_clean_out_of_scope_crystal_by_its_symmetry(tmp_path):
     rows = {Path(r["file"]).name: r for r in json.loads(out.stdout)}
     assert rows["Ga.cif"]["unknown"] and rows["Ga.cif"]["unknown_reason"] == "out-of-scope symmetry"
     assert rows["Se.cif"]["unknown"] and rows["Se.cif"]["unknown_reason"] == "out-of-scope symmetry"
-    for name in ("Ga_box.extxyz", "Ga_ball.extxyz"):
+    assert rows["N2_gas.extxyz"]["unknown"]
+    for name in ("Ga_box.extxyz", "Ga_ball.extxyz", "N2_ball.extxyz"):
         assert rows[name]["unknown"] and rows[name]["unknown_reason"] == "out-of-scope symmetry", name
     for name in ("CuNi_random.cif", "Mg_vacancy.cif", "Fe_box.extxyz", "Cu_fcc.cif", "Sn_beta.cif"):
         assert rows[name]["unknown_reason"] != "out-of-scope symmetry", name

@@ -60,36 +60,41 @@ def _row_atoms(batch: Structure, i: int):
     return Atoms(numbers=np.asarray(batch.numbers[i])[m], positions=np.asarray(batch.positions[i])[m], pbc=False)
 
 
-def symmetry_numbers(batch: Structure) -> dict[str, np.ndarray]:
-    """space_group, primitive_atoms (N,) of the clusters of a batched Structure (``order.site_features`` of each
-    cluster re-prepared as a finite fragment: oriented by its own lattice, folded onto it; 0 when not found):
-    the numbers of the out-of-scope-symmetry rule."""
+#: Version of the host-side numbers (:func:`host_numbers`): a cached half measured with another version gets
+#: those columns measured again (the network's columns are kept).  3: dimer packings judged by their centres
+#: (``order.crystallinity``), molecular crystals' lattices found (``lattice.SPARSE_SEARCH_RADIUS``).
+HOST_NUMBERS_VERSION = 3
+
+
+def host_numbers(batch: Structure) -> dict[str, np.ndarray]:
+    """The host-side numbers (N,) of the clusters of a batched Structure: n_species, sro, crystallinity,
+    sro_max_alpha (``order``, on the cluster the model sees) and space_group, primitive_atoms (the
+    out-of-scope-symmetry rule's numbers: ``order.site_features`` of each cluster re-prepared as a finite
+    fragment, oriented by its own lattice and folded onto it; 0 when not found)."""
     from crystaljax.errors import StructureError
     from crystaljax.structures.cluster import prepare
 
-    rows = []
-    for i in range(len(np.asarray(batch.mask))):
-        atoms = _row_atoms(batch, i)
+    rows = [_row_atoms(batch, i) for i in range(len(np.asarray(batch.mask)))]
+    host = [order.host_features(a) for a in rows]
+    sites = []
+    for atoms in rows:
         try:
-            rows.append(order.site_features(atoms, prepare(atoms)))
+            sites.append(order.site_features(atoms, prepare(atoms)))
         except StructureError:
-            rows.append({"space_group": 0, "primitive_atoms": 0})
-    return {k: np.array([r[k] for r in rows], np.int64) for k in ("space_group", "primitive_atoms")}
+            sites.append({"space_group": 0, "primitive_atoms": 0})
+    return ({k: np.array([h[k] for h in host]) for k in ("n_species", "sro", "crystallinity")}
+            | {"sro_max_alpha": np.array([order.max_abs_alpha(a) for a in rows])}
+            | {k: np.array([r[k] for r in sites], np.int64) for k in ("space_group", "primitive_atoms")})
 
 
 def features(clf: Classifier, batch: Structure, *, mc_samples: int = 16, seed: int = 0) -> dict[str, np.ndarray]:
-    """Per-structure numbers of a batched, prepared Structure: n_species, sro, crystallinity,
-    image_concentration, confidence, mutual_information, label, space_group, primitive_atoms (N,) arrays and
-    embedding (N, D)."""
+    """Per-structure numbers of a batched, prepared Structure: image_concentration, confidence,
+    mutual_information, label (N,) arrays and embedding (N, D) from the network, and :func:`host_numbers`."""
     images = clf.images(batch)
     pred = clf.predict_images(images, mc_samples=mc_samples, key=seed, embeddings=True)
-    rows = [_row_atoms(batch, i) for i in range(len(images))]
-    host = [order.host_features(a) for a in rows]
-    return {k: np.array([h[k] for h in host]) for k in ("n_species", "sro", "crystallinity")} | {
-            "sro_max_alpha": np.array([order.max_abs_alpha(a) for a in rows]),
-            "image_concentration": np.array([order.image_concentration(im) for im in images]),
+    return {"image_concentration": np.array([order.image_concentration(im) for im in images]),
             "confidence": pred.confidence.astype(float), "mutual_information": pred.mutual_information,
-            "label": pred.indices, "embedding": pred.embeddings} | symmetry_numbers(batch)
+            "label": pred.indices, "embedding": pred.embeddings} | host_numbers(batch)
 
 
 def in_class_sets(clf: Classifier, seed: int, per_class: int):
@@ -132,7 +137,7 @@ def _concat(parts: list[dict]) -> dict[str, np.ndarray]:
 def build_half(clf: Classifier, half: str, *, per_class: int = 12, per_kind: int = 6, mc_samples: int = 16,
                progress: bool = True, featurize=None) -> dict[str, np.ndarray]:
     """Features of one half (``calibration`` or ``measurement``) with ``category`` and ``kind`` columns.
-    ``featurize(batch) -> dict of (N,) arrays`` replaces :func:`features` (e.g. :func:`symmetry_numbers` alone)."""
+    ``featurize(batch) -> dict of (N,) arrays`` replaces :func:`features` (e.g. :func:`host_numbers` alone)."""
     featurize = featurize or (lambda batch: features(clf, batch, mc_samples=mc_samples))
     seed = {"calibration": 101, "measurement": 202}[half]
     rng = np.random.default_rng(seed)
@@ -272,15 +277,15 @@ def run(cfg, workdir) -> dict:
         else:
             halves[half] = build_half(clf, half, per_class=opts.per_class, per_kind=opts.per_kind,
                                       mc_samples=opts.mc_samples)
+            halves[half]["host_version"] = np.array(HOST_NUMBERS_VERSION)
             path.parent.mkdir(parents=True, exist_ok=True)
             np.savez(path, **halves[half])
-        if "space_group" not in halves[half]:  # features cached before the symmetry rule: add its columns
+        if int(halves[half].get("host_version", 0)) != HOST_NUMBERS_VERSION:  # re-measure the host columns
             extra = build_half(clf, half, per_class=opts.per_class, per_kind=opts.per_kind, progress=False,
-                               featurize=symmetry_numbers)
+                               featurize=host_numbers)
             if not np.array_equal(extra["kind"], halves[half]["kind"]):
                 raise RuntimeError(f"{path}: cached rows do not match the rebuilt {half} half; delete the cache")
-            halves[half] = {**halves[half], "space_group": extra["space_group"],
-                            "primitive_atoms": extra["primitive_atoms"]}
+            halves[half] = {**halves[half], **extra, "host_version": np.array(HOST_NUMBERS_VERSION)}
             np.savez(path, **halves[half])
         halves[half] = with_distances(halves[half], reference, clf.classes)
     th = fit(halves["calibration"])

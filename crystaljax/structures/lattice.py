@@ -26,6 +26,10 @@ MIN_ATOMS = 16
 N_SEEDS = 32
 #: Candidate search radii (units of nn), tried in turn until a consistent basis is found.
 SEARCH_RADII = (2.6, 3.6)
+#: A further radius (units of nn) for sparse input, whose central atoms have at most one neighbour within
+#: INSIDE_RADIUS (molecular crystals of dimers: N2, Cl2, I2 cells are 3-6 bond lengths long); sparse input is
+#: not given up on at the smaller radii.
+SPARSE_SEARCH_RADIUS = 5.5
 #: Radius (units of nn) of the neighbour count deciding whether a point lies inside the fragment.
 INSIDE_RADIUS = 1.5
 #: A point is inside when its neighbour count is at least this fraction of that around a central atom.
@@ -376,14 +380,19 @@ def _estimate(positions, max_atoms: int, tolerance: float) -> tuple[np.ndarray |
     if not nn > 0:
         return None, 0.0
     scorer = _Scorer(pos, core, seeds, nn, float(tolerance))
-    for radius in SEARCH_RADII:
+    sparse = scorer.min_count <= 1.0  # a median of <= 2 atoms (itself included) within INSIDE_RADIUS
+    radii = SEARCH_RADII + ((SPARSE_SEARCH_RADIUS,) if sparse else ())
+    for k, radius in enumerate(radii):
+        give_up = not sparse or k == len(radii) - 1  # a low lattice level ends the search
         T0 = _candidates(scorer, seeds, radius * nn)
         if len(T0) < 3:
             continue
         if len(T0) > PRESCREEN and len(core) > 2 * PRESCREEN:  # quick pass on the most central atoms
             T1, s1, v1 = scorer(T0, refine=1, n_core=PRESCREEN)
             if not v1.any() or _lattice_level(s1[v1]) < 0.5 * MIN_SCORE:
-                return None, 0.0
+                if give_up:
+                    return None, 0.0
+                continue
             level1 = _lattice_level(s1[v1])
             strong = T1[v1 & (s1 >= KEEP_FRACTION * level1)]
             if not _spans_3d(strong):
@@ -401,7 +410,9 @@ def _estimate(positions, max_atoms: int, tolerance: float) -> tuple[np.ndarray |
         scorer.remember(T, score)
         level = _lattice_level(score)
         if level < MIN_SCORE:
-            return None, 0.0
+            if give_up:
+                return None, 0.0
+            continue
         thr = KEEP_FRACTION * level
         keep = score >= thr
         fit = _fit_basis(scorer, T[keep], thr)

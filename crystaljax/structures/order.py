@@ -138,14 +138,53 @@ def _q6_vectors(n_atoms: int, i: np.ndarray, D: np.ndarray) -> np.ndarray:
     return q / np.maximum(nb, 1)[:, None]
 
 
+#: A structure is read as a packing of dimers (a molecular crystal, liquid or gas of O2, N2, Cl2...) when at least
+#: this fraction of its atoms have exactly one first-shell neighbour, of which they are the only one.
+DIMER_FRACTION = 0.7
+
+
+def dimer_centres(atoms, bonds):
+    """The centres of the isolated first-shell pairs of ``atoms`` as an ``ase.Atoms`` (same cell and pbc; Å) when
+    they hold at least :data:`DIMER_FRACTION` of the atoms (at least two pairs), else None.  ``bonds``: the
+    output of :func:`first_shell`."""
+    from ase import Atoms
+
+    i, j, D = bonds
+    degree = np.bincount(i, minlength=len(atoms))
+    pair = (i < j) & (degree[i] == 1) & (degree[j] == 1)
+    if pair.sum() < 2 or 2 * pair.sum() < DIMER_FRACTION * len(atoms):
+        return None
+    centres = Atoms(positions=np.asarray(atoms.positions, float)[i[pair]] + 0.5 * D[pair], cell=atoms.cell,
+                    pbc=atoms.pbc)
+    if np.any(atoms.pbc):
+        centres.wrap()
+    return centres
+
+
 def crystallinity(atoms, shell: float = SHELL, bonds=None) -> float:
     """Fraction of first-shell bonds (of interior atoms) that are solid-like: normalised q6 vectors of the
-    two atoms with real dot product >= 0.7.  ~1 for crystals of every class, low for gas/liquid/glass."""
-    n = len(atoms)
+    two atoms with real dot product >= 0.7.  ~1 for crystals of every class, low for gas/liquid/glass.
+
+    A packing of dimers (:func:`dimer_centres`: each atom's only bond is to its partner, and the two q6
+    vectors agree whatever the order) is judged by its molecules' centres instead: their solid-bond fraction
+    times the fraction of centres with a first-shell neighbour (a molecule with none is not part of a condensed
+    phase): ~1 for a molecular crystal, low for its liquid or gas."""
     i, j, D = first_shell(atoms, shell) if bonds is None else bonds
     if len(i) == 0:
         return 0.0
-    q = _q6_vectors(n, i, D)
+    centres = dimer_centres(atoms, (i, j, D))
+    if centres is None:
+        return _solid_bond_fraction(atoms, i, j, D)
+    ci, cj, cD = first_shell(centres, shell)
+    if len(ci) == 0:
+        return 0.0
+    bonded = len(np.unique(ci)) / len(centres)
+    return bonded * _solid_bond_fraction(centres, ci, cj, cD)
+
+
+def _solid_bond_fraction(atoms, i, j, D) -> float:
+    """The solid-bond fraction of :func:`crystallinity` on the bonds (i, j, D) of ``atoms``."""
+    q = _q6_vectors(len(atoms), i, D)
     norm = np.linalg.norm(q, axis=1)
     qn = q / np.maximum(norm, 1e-12)[:, None]
     dot = np.real(np.sum(qn[i] * np.conj(qn[j]), axis=1))
