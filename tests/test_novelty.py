@@ -125,8 +125,8 @@ def test_molecular_crystal_fragment_folds_onto_its_space_group():
     ball.pbc, ball.cell = False, None
     got = order.site_features(ball, prepare(ball))
     assert (got["space_group"], got["primitive_atoms"]) == (205, 8)
-    assert novelty.out_of_scope_symmetry(("fcc", "bcc", "hex/rh"), [got["space_group"]],
-                                         [got["primitive_atoms"]]).tolist() == [True]
+    assert novelty.symmetry_scope(("fcc", "bcc", "hex/rh"), [got["space_group"]],
+                                  [got["primitive_atoms"]]).tolist() == [1]
 
 
 def test_image_concentration_bounds():
@@ -279,14 +279,30 @@ def test_site_symmetry_ignores_chemistry_orientation_and_setting():
     assert site_symmetry(Atoms("Cu2", positions=[[0, 0, 0], [2.5, 0, 0]])) is None  # finite: nothing
 
 
-def test_out_of_scope_symmetry_rule():
+def test_symmetry_scope_rule():
     classes = ("bct_139", "bct_141", "hex/rh", "sc", "fcc", "diam", "bcc")
-    sg = [64, 225, 166, 194, 0, 12, 191, 1, 187]
-    prim = [4, 1, 1, 2, 0, 8, 1, 31, 15]
-    assert novelty.out_of_scope_symmetry(classes, sg, prim).tolist() == [
-        True, False, False, False, False, True, True, False, False]  # 0: not determined; 31, 15: defective cells
-    assert not novelty.out_of_scope_symmetry(("a", "b"), sg, prim).any()  # classes of unknown symmetry
-    assert novelty.out_of_scope_symmetry(("fcc", "bcc"), [194], [2]).tolist() == [True]  # the model's own scope
+    sg = [64, 225, 166, 194, 0, 12, 191, 1, 187, 221]
+    prim = [4, 1, 1, 2, 0, 8, 1, 31, 15, 31]
+    assert novelty.symmetry_scope(classes, sg, prim).tolist() == [
+        1, -1, -1, -1, 0, 1, 1, 0, 0, 0]  # 0: not determined; 31, 15: defective cells, whatever their group
+    assert not novelty.symmetry_scope(("a", "b"), sg, prim).any()  # classes of unknown symmetry
+    assert novelty.symmetry_scope(("fcc", "bcc"), [194], [2]).tolist() == [1]  # the model's own scope
+
+
+def test_structural_gates_stand_down_for_a_crystal_of_the_classes_symmetry():
+    """A hot or vacancy-rich crystal whose sites fold onto an in-class group is not flagged for its low q6 or
+    fingerprint contrast; undetermined symmetry leaves those gates as they were; the other gates still fire."""
+    th = novelty.Thresholds(sro=0.2, image_concentration=0.2, crystallinity=0.4, confidence=0.5,
+                            mutual_information=0.2)
+    low = dict(n_species=np.array([1, 1, 1, 2]), sro=np.array([0.0, 0.0, 0.0, 0.9]),
+               image_concentration=np.array([0.1, 0.1, 0.1, 0.1]), crystallinity=np.array([0.1, 0.1, 0.1, 0.1]),
+               confidence=np.array([0.9, 0.9, 0.3, 0.9]), mutual_information=np.array([0.0, 0.0, 0.0, 0.0]))
+    v = novelty.verdict(th, **low, symmetry=np.array([-1, 0, -1, -1]))
+    assert v.unknown.tolist() == [False, True, True, True]
+    assert v.reason == ["", "non-crystalline", "low confidence", "ordered compound"]
+    s = novelty.score(th, **low, symmetry=np.array([-1, 0, -1, -1]))
+    assert s[0] < 1 < s[1]  # the score agrees with the verdict
+    assert novelty.verdict(th, **low).unknown.tolist() == [True] * 4  # no symmetry numbers: as before
 
 
 def test_file_path_flags_a_clean_out_of_scope_crystal_by_its_symmetry(tmp_path):

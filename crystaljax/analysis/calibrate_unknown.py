@@ -237,10 +237,10 @@ def with_distances(data: dict[str, np.ndarray], reference: novelty.EmbeddingRefe
                    classes=None) -> dict[str, np.ndarray]:
     """``data`` plus ``feature_distance`` (N,): each row's embedding distance from its predicted class, and with
     ``classes`` (a model's class names) ``symmetry`` (N,): the out-of-scope-symmetry rule
-    (``novelty.out_of_scope_symmetry``)."""
+    (``novelty.symmetry_scope``: +1 out of scope, -1 one of the classes' groups, 0 undetermined)."""
     out = {**data, "feature_distance": reference.distance(data["embedding"], data["label"])}
     if classes is not None:
-        out["symmetry"] = novelty.out_of_scope_symmetry(classes, data["space_group"], data["primitive_atoms"])
+        out["symmetry"] = novelty.symmetry_scope(classes, data["space_group"], data["primitive_atoms"])
     return out
 
 

@@ -11,7 +11,10 @@ fires gives the reason):
    most :data:`MAX_PRIMITIVE_ATOMS` atoms (:func:`crystaljax.structures.order.site_features`: spglib on a small
    input cell, or on the mean sites of a box or fragment folded onto the lattice it was oriented by): a crystal
    whose symmetry is determinable and is not one of the classes (alpha-Ga, alpha-U, Se chains, ...).  A random
-   alloy has its lattice's group; liquids and gases fold onto nothing.
+   alloy has its lattice's group; liquids and gases fold onto nothing.  When the sites are shown to have one of
+   the classes' groups instead (:func:`symmetry_scope` -1), gates 3 and 4, proxies of "a crystal of equivalent
+   sites", stand down: the fold has shown it directly (a hot or vacancy-rich in-class crystal whose q6 or
+   fingerprint contrast has dropped); the ordered-compound and network gates still apply.
 3. ``non-crystalline``: the fingerprint's intensity concentration
    (:func:`crystaljax.structures.order.image_concentration`: Bragg spots vs diffuse rings) below
    ``image_concentration``.
@@ -55,20 +58,23 @@ REASONS = ("ordered compound", "out-of-scope symmetry", "non-crystalline", "unkn
 MAX_PRIMITIVE_ATOMS = 8
 
 
-def out_of_scope_symmetry(classes, space_group, primitive_atoms) -> np.ndarray:
-    """(N,) bool: the site space group (N,) int (0 = not determined) is outside the groups of ``classes`` (a
-    model's class names, :data:`crystaljax.learn.classes.CLASS_SPACE_GROUPS`) with a primitive cell (N,) of at
-    most :data:`MAX_PRIMITIVE_ATOMS` atoms.  Never fires when a class name has no known groups."""
+def symmetry_scope(classes, space_group, primitive_atoms) -> np.ndarray:
+    """(N,) int8 from the site space group (N,) int (0 = not determined) and primitive-cell size (N,): +1 a group
+    outside those of ``classes`` (a model's class names, :data:`crystaljax.learn.classes.CLASS_SPACE_GROUPS`)
+    with at most :data:`MAX_PRIMITIVE_ATOMS` atoms per primitive cell (the out-of-scope-symmetry gate fires),
+    -1 one of their groups with at most that many (a crystal of the classes' symmetry: the structural gates
+    stand down), 0 otherwise (no group, a larger primitive cell, or a class name without known groups)."""
     from crystaljax.learn.classes import CLASS_SPACE_GROUPS
 
     sg = np.asarray(space_group, dtype=np.int64)
     if any(c not in CLASS_SPACE_GROUPS for c in classes):
-        return np.zeros(sg.shape, bool)
+        return np.zeros(sg.shape, np.int8)
     scope = np.array(sorted({g for c in classes for g in CLASS_SPACE_GROUPS[c]}))
-    return (sg > 0) & ~np.isin(sg, scope) & (np.asarray(primitive_atoms) <= MAX_PRIMITIVE_ATOMS)
+    found = (sg > 0) & (np.asarray(primitive_atoms) <= MAX_PRIMITIVE_ATOMS)
+    return np.where(found, np.where(np.isin(sg, scope), -1, 1), 0).astype(np.int8)
 
 #: The per-structure numbers every gate function takes (keyword arguments, (N,) arrays; ``feature_distance`` and
-#: ``symmetry`` (:func:`out_of_scope_symmetry`) may be None: that gate does not fire).
+#: ``symmetry`` (:func:`symmetry_scope`) may be None: those gates do not fire, or do not stand down).
 FEATURES = ("n_species", "sro", "image_concentration", "crystallinity", "confidence", "mutual_information",
             "feature_distance", "symmetry")
 
@@ -156,19 +162,22 @@ def _distance(feature_distance, n: int) -> np.ndarray:
 
 
 def _symmetry(symmetry, n: int) -> np.ndarray:
-    return np.zeros(n, bool) if symmetry is None else np.asarray(symmetry, bool)
+    return np.zeros(n, np.int8) if symmetry is None else np.asarray(symmetry).astype(np.int8)
 
 
 def gates(th: Thresholds, *, n_species, sro, image_concentration, crystallinity, confidence,
           mutual_information, feature_distance=None, symmetry=None) -> dict[str, np.ndarray]:
     """Each gate as an (N,) bool array (True = fires), from (N,) arrays of the per-structure numbers
-    (``symmetry``: :func:`out_of_scope_symmetry`, None: that gate does not fire)."""
+    (``symmetry``: :func:`symmetry_scope`, None: undetermined everywhere).  The structural gates
+    (non-crystalline, unknown crystal: proxies of "a crystal of equivalent sites") stand down where the sites
+    are shown to have one of the classes' groups (``symmetry`` -1)."""
     n_species = np.asarray(n_species)
+    sym = _symmetry(symmetry, len(n_species))
     return {
         "ordered compound": (n_species >= 2) & (np.asarray(sro, float) > th.sro),
-        "out-of-scope symmetry": _symmetry(symmetry, len(n_species)),
-        "non-crystalline": np.asarray(image_concentration, float) < th.image_concentration,
-        "unknown crystal": np.asarray(crystallinity, float) < th.crystallinity,
+        "out-of-scope symmetry": sym > 0,
+        "non-crystalline": (np.asarray(image_concentration, float) < th.image_concentration) & (sym >= 0),
+        "unknown crystal": (np.asarray(crystallinity, float) < th.crystallinity) & (sym >= 0),
         "unfamiliar pattern": _distance(feature_distance, len(n_species)) > th.feature_distance,
         "low confidence": (np.asarray(confidence, float) < th.confidence)
         | (np.asarray(mutual_information, float) > th.mutual_information),
@@ -199,15 +208,18 @@ def score(th: Thresholds, *, n_species, sro, image_concentration, crystallinity,
     """(N,) continuous combined score: the largest gate margin ratio (> 1 exactly where a gate fires, up to
     ties): sro / th.sro (>= 2 species), (1 - x) / (1 - th.x) for x = image_concentration, crystallinity,
     confidence, mutual_information / th.mutual_information and feature_distance / th.feature_distance; 2
-    where the out-of-scope-symmetry rule fires."""
+    where the out-of-scope-symmetry rule fires; the structural ratios are 0 where the structural gates stand
+    down (:func:`gates`)."""
     eps = 1e-12
+    sym = _symmetry(symmetry, len(np.asarray(n_species)))
+    structural = sym >= 0
     parts = [np.where(np.asarray(n_species) >= 2, np.asarray(sro, float) / max(th.sro, eps), 0.0),
-             (1 - np.asarray(image_concentration, float)) / max(1 - th.image_concentration, eps),
-             (1 - np.asarray(crystallinity, float)) / max(1 - th.crystallinity, eps),
+             structural * (1 - np.asarray(image_concentration, float)) / max(1 - th.image_concentration, eps),
+             structural * (1 - np.asarray(crystallinity, float)) / max(1 - th.crystallinity, eps),
              (1 - np.asarray(confidence, float)) / max(1 - th.confidence, eps),
              np.asarray(mutual_information, float) / max(th.mutual_information, eps),
              _distance(feature_distance, len(np.asarray(n_species))) / max(th.feature_distance, eps),
-             2.0 * _symmetry(symmetry, len(np.asarray(n_species)))]
+             2.0 * (sym > 0)]
     return np.max(np.stack(parts), axis=0)
 
 
@@ -268,7 +280,7 @@ def assess(th: Thresholds | None, prediction, host, images, feature_distance=Non
     if th is None:  # nothing is flagged; the host numbers may be absent
         return verdict(None, n_species=None, sro=None, image_concentration=None, crystallinity=None,
                        confidence=prediction.confidence, mutual_information=None)
-    symmetry = out_of_scope_symmetry(prediction.classes, [h.get("space_group", 0) for h in host],
+    symmetry = symmetry_scope(prediction.classes, [h.get("space_group", 0) for h in host],
                                      [h.get("primitive_atoms", 0) for h in host])
     return verdict(th, n_species=np.array([h["n_species"] for h in host]), sro=np.array([h["sro"] for h in host]),
                    image_concentration=np.array([image_concentration(im) for im in images]),
