@@ -281,7 +281,7 @@ def assess(th: Thresholds | None, prediction, host, images, feature_distance=Non
         return verdict(None, n_species=None, sro=None, image_concentration=None, crystallinity=None,
                        confidence=prediction.confidence, mutual_information=None)
     symmetry = symmetry_scope(prediction.classes, [h.get("space_group", 0) for h in host],
-                                     [h.get("primitive_atoms", 0) for h in host])
+                              [h.get("primitive_atoms", 0) for h in host])
     return verdict(th, n_species=np.array([h["n_species"] for h in host]), sro=np.array([h["sro"] for h in host]),
                    image_concentration=np.array([image_concentration(im) for im in images]),
                    crystallinity=np.array([h["crystallinity"] for h in host]),
