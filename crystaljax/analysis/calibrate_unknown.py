@@ -62,8 +62,9 @@ def _row_atoms(batch: Structure, i: int):
 
 #: Version of the host-side numbers (:func:`host_numbers`): a cached half measured with another version gets
 #: those columns measured again (the network's columns are kept).  3: dimer packings judged by their centres
-#: (``order.crystallinity``), molecular crystals' lattices found (``lattice.SPARSE_SEARCH_RADIUS``).
-HOST_NUMBERS_VERSION = 3
+#: (``order.crystallinity``), molecular crystals' lattices found (``lattice.SPARSE_SEARCH_RADIUS``).  4: folds
+#: tolerate strays (``symmetry.MAX_STRAY_FRACTION``).
+HOST_NUMBERS_VERSION = 4
 
 
 def host_numbers(batch: Structure) -> dict[str, np.ndarray]:

@@ -63,21 +63,31 @@ def site_symmetry(atoms, symprec: float = SITE_SYMPREC) -> tuple[int, int] | Non
     return basis_symmetry(atoms.cell[:], atoms.get_scaled_positions(wrap=True), symprec)
 
 
+#: At most this fraction of a fold's points may be strays (within ``site_tol`` of no well-populated site: the tail
+#: of the thermal cloud of a crystal near its melting point, a surface atom of a fragment fitted with a slightly
+#: wrong lattice); they are left out of the sites.
+MAX_STRAY_FRACTION = 0.05
+
+
 def folded_sites(positions, lattice, site_tol: float, max_sites: int) -> np.ndarray | None:
     """Mean fractional positions (K, 3) of the sites of ``positions`` (N, 3) folded into the cell of ``lattice``
     (3, 3 rows, same length unit), K <= ``max_sites``; None when the folded points do not gather into at most
-    ``max_sites`` compact sites (every point within ``site_tol`` of its site's mean, minimum image) each holding at
-    least a quarter of an equal share (a noisy, defective or finite fragment of a crystal folds onto its basis;
-    anything else does not)."""
+    ``max_sites`` compact sites (every point but at most :data:`MAX_STRAY_FRACTION` of them within ``site_tol`` of
+    its site's mean, minimum image) each holding at least a quarter of an equal share (a noisy, defective or
+    finite fragment of a crystal folds onto its basis; anything else does not).  Points are taken greedily: each
+    new site starts at the first unassigned point and is recentred on its members; a group too small to be a
+    site (under a quarter of an equal share over ``max_sites`` sites) is a stray."""
     pos = np.asarray(positions, dtype=np.float64)
     lattice = np.asarray(lattice, dtype=np.float64)
     frac = pos @ np.linalg.inv(lattice)
     frac -= np.floor(frac)
-    free = np.ones(len(frac), bool)
+    n = len(frac)
+    max_strays = int(MAX_STRAY_FRACTION * n)
+    stray_size = 0.25 * n / max_sites
+    free = np.ones(n, bool)
     sites, counts = [], []
+    strays = 0
     while free.any():
-        if len(sites) == max_sites:
-            return None
         centre = frac[np.argmax(free)]
         for _ in range(3):  # recentre on the members' minimum-image mean
             d = frac - centre
@@ -87,12 +97,21 @@ def folded_sites(positions, lattice, site_tol: float, max_sites: int) -> np.ndar
         d = frac - centre
         d -= np.round(d)
         member = free & (np.linalg.norm(d @ lattice, axis=1) < site_tol)
-        if not member.any():
+        if not member.any():  # the recentred site lost its seed: the seed is a stray
+            member = np.zeros(n, bool)
+            member[np.argmax(free)] = True
+            strays += 1
+        elif member.sum() < stray_size:
+            strays += int(member.sum())
+        else:
+            if len(sites) == max_sites:
+                return None
+            sites.append(centre - np.floor(centre))
+            counts.append(int(member.sum()))
+        if strays > max_strays:
             return None
-        sites.append(centre - np.floor(centre))
-        counts.append(int(member.sum()))
         free &= ~member
-    if min(counts) < 0.25 * len(frac) / len(sites):
+    if not sites or min(counts) < 0.25 * (n - strays) / len(sites):
         return None
     return np.array(sites)
 
