@@ -260,6 +260,23 @@ def test_folded_sites_of_defective_boxes_and_fragments_give_the_crystal_group():
         assert order.site_features(packing, prepare(packing))["space_group"] == 0
 
 
+def test_a_crystal_near_its_melting_point_folds_onto_its_basis():
+    """beta-Sn and simple cubic boxes with Gaussian displacements of 8 % of d_NN per component (the Lindemann
+    amplitude): the tail of the thermal cloud leaves a few strays, which the fold tolerates (at most
+    symmetry.MAX_STRAY_FRACTION), so the sites still have their crystal's group."""
+    from crystaljax.structures import prototypes
+    from crystaljax.structures.cluster import prepare, robust_nn_distance
+
+    for seed in range(4):  # without the stray tolerance, 2 of these 4 sc boxes folded onto nothing
+        rng = np.random.default_rng(seed)
+        for want, atoms in (((141, 2), prototypes.build("A_tI4_141_a", "Sn").repeat((4, 4, 7))),
+                            ((221, 1), bulk("Po", "sc", a=3.35).repeat(6))):
+            atoms = atoms.copy()
+            atoms.positions += rng.normal(0.0, 0.08 * robust_nn_distance(atoms), atoms.positions.shape)
+            got = order.site_features(atoms, prepare(atoms))
+            assert (got["space_group"], got["primitive_atoms"]) == want, seed
+
+
 def test_site_symmetry_ignores_chemistry_orientation_and_setting():
     from crystaljax.structures.symmetry import site_symmetry
 
