@@ -191,25 +191,21 @@ def out_of_scope_elements() -> tuple[list[dict], list[str]]:
 
 def molecular_gases(rng: np.random.Generator, n_atoms: int = 250) -> list[dict]:
     """H2, N2, O2, F2 (table bond length d) as periodic molecular gases of n_atoms/2 randomly oriented
-    molecules with centres >= 3.3 Å apart at ~10 % packing of 3.3 Å spheres; He as an atomic gas."""
+    molecules with centres >= 3.3 Å apart at ~10 % packing of 3.3 Å spheres (``out_of_scope.dimer_gas``); He as
+    an atomic gas."""
     from ase import Atoms
     from ase.data import atomic_numbers, reference_states
-    from scipy.spatial.transform import Rotation
 
-    from crystaljax.structures.out_of_scope import _rsa
+    from crystaljax.structures.out_of_scope import _rsa, dimer_gas
 
     out = []
     for symbol in ("H", "N", "O", "F", "He"):
         state = reference_states[atomic_numbers[symbol]]
-        n_centres = n_atoms // 2 if state["symmetry"] == "diatom" else n_atoms
-        box = (n_centres * np.pi / 6 * 3.3 ** 3 / 0.10) ** (1 / 3)
-        centres = _rsa(rng, n_centres, box, 3.3)
         if state["symmetry"] == "diatom":
-            axes = Rotation.random(len(centres), random_state=rng).apply([0.0, 0.0, 0.5 * state["d"]])
-            pos = np.concatenate([centres + axes, centres - axes])
+            atoms = dimer_gas(rng, symbol, state["d"], n_molecules=n_atoms // 2)
         else:
-            pos = centres
-        atoms = Atoms([symbol] * len(pos), positions=pos, cell=[box] * 3, pbc=True)
+            box = (n_atoms * np.pi / 6 * 3.3 ** 3 / 0.10) ** (1 / 3)
+            atoms = Atoms([symbol] * n_atoms, positions=_rsa(rng, n_atoms, box, 3.3), cell=[box] * 3, pbc=True)
         e = _entry(symbol, state, atoms, "ase.data.reference_states (bond length)" if "d" in state else "random")
         e.update(category="molecular/atomic gas", kind=f"{state['symmetry']} gas")
         out.append(e)

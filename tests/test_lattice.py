@@ -306,23 +306,12 @@ def test_orient_finite_reports_the_rotation_it_applied():
         assert np.mean(d < 0.3) > 0.5
 
 
-def _n2_gas(rng, n_molecules=125, bond=1.1, spacing=3.6):
-    """(2 n, 3) Å: randomly oriented N2 molecules at random sequential centres >= ``spacing`` apart (finite)."""
-    from scipy.spatial.transform import Rotation
-
-    from crystaljax.structures.out_of_scope import _rsa
-
-    box = (n_molecules / 0.1 * np.pi / 6 * spacing ** 3) ** (1 / 3)  # 10 % packing of the centres' spheres
-    centres = _rsa(rng, n_molecules, box, spacing)
-    axes = Rotation.random(len(centres), random_state=rng).apply([0.0, 0.0, 0.5 * bond])
-    return np.concatenate([centres + axes, centres - axes])
-
-
 def test_molecular_crystal_lattice_is_found_beyond_the_bond_scale():
     """alpha-N2 (Pa-3: four molecules in a cube five bond lengths wide) as a noisy, rotated ball: the cube is found
     (the search reaches past SEARCH_RADII for input whose atoms have one close neighbour each); a gas of the
     same molecules still gives none."""
     from crystaljax.structures import aflow_library
+    from crystaljax.structures.out_of_scope import dimer_gas
 
     rng = np.random.default_rng(11)
     cell = aflow_library.get_entry("A_cP8_205_c-N").atoms()
@@ -337,4 +326,4 @@ def test_molecular_crystal_lattice_is_found_beyond_the_bond_scale():
     assert np.allclose(np.sort(np.linalg.norm(lattice, axis=1)), a, rtol=0.02)
     g = lattice @ lattice.T
     assert np.allclose(g - np.diag(np.diag(g)), 0.0, atol=0.03 * a * a)  # a cube
-    assert estimate_lattice(_n2_gas(rng)) is None
+    assert estimate_lattice(dimer_gas(rng, spacing=3.6, periodic=False).positions) is None

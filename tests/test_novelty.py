@@ -73,18 +73,6 @@ def test_crystallinity_of_a_dense_random_packing_is_low():
     assert order.crystallinity(liquid) < 0.3
 
 
-def _dimer_gas(rng, n_molecules=125, bond=1.1, spacing=3.3, periodic=True):
-    """Randomly oriented dimers (N2-like) at random sequential centres >= ``spacing`` Å apart, 10 % packing of the
-    centres' spheres, in a periodic box (or finite)."""
-    from scipy.spatial.transform import Rotation
-
-    box = (n_molecules / 0.1 * np.pi / 6 * spacing ** 3) ** (1 / 3)
-    centres = out_of_scope._rsa(rng, n_molecules, box, spacing)
-    axes = Rotation.random(len(centres), random_state=rng).apply([0.0, 0.0, 0.5 * bond])
-    pos = np.concatenate([centres + axes, centres - axes])
-    return Atoms(["N"] * len(pos), positions=pos, cell=[box] * 3 if periodic else None, pbc=periodic)
-
-
 def test_crystallinity_of_dimer_packings_is_that_of_their_molecules():
     """Each atom's only bond in a packing of dimers is to its partner, whose q6 vector is the same whatever the
     order: the molecules' centres decide.  beta-O (in class) and alpha-N2 crystals ~1, with noise and with a
@@ -104,7 +92,7 @@ def test_crystallinity_of_dimer_packings_is_that_of_their_molecules():
         del holes[np.sort(rng.choice(len(holes), len(holes) // 4, replace=False))[::-1].tolist()]
         assert order.crystallinity(prepare(holes)) > 0.8, name
     for periodic in (True, False):
-        gas = _dimer_gas(rng, periodic=periodic)
+        gas = out_of_scope.dimer_gas(rng, periodic=periodic)
         assert order.dimer_centres(gas, order.first_shell(gas)) is not None
         assert order.crystallinity(gas) < 0.3
         assert order.crystallinity(prepare(gas)) < 0.3
@@ -363,7 +351,7 @@ def test_file_path_flags_a_clean_out_of_scope_crystal_by_its_symmetry(tmp_path):
     n2_ball = n2[np.linalg.norm(n2.positions - n2.positions.mean(0), axis=1) < 12.0]
     n2_ball.pbc, n2_ball.cell = False, None
     write(tmp_path / "N2_ball.extxyz", n2_ball)
-    write(tmp_path / "N2_gas.extxyz", _dimer_gas(rng))  # its gas
+    write(tmp_path / "N2_gas.extxyz", out_of_scope.dimer_gas(rng))  # its gas
     files = [tmp_path / n for n in ("Ga.cif", "Se.cif", "CuNi_random.cif", "Mg_vacancy.cif", "Ga_box.extxyz",
                                     "Ga_ball.extxyz", "Fe_box.extxyz", "N2_ball.extxyz", "N2_gas.extxyz")]
     files += sorted((REPO / "crystaljax" / "examples").glob("*.cif"))

@@ -184,6 +184,21 @@ def non_crystalline(rng: np.random.Generator, per_kind: int = 8, n_atoms: int = 
     return out
 
 
+def dimer_gas(rng: np.random.Generator, symbol: str = "N", bond: float = 1.1, n_molecules: int = 125,
+              spacing: float = 3.3, packing: float = 0.10, periodic: bool = True):
+    """A molecular gas: ``n_molecules`` randomly oriented dimers of ``symbol`` (bond length ``bond`` Å) centred by
+    random sequential addition >= ``spacing`` Å apart, at ``packing`` of the centres' ``spacing``-wide spheres, in a
+    periodic cube (or a finite cloud)."""
+    from ase import Atoms
+    from scipy.spatial.transform import Rotation
+
+    box = (n_molecules * np.pi / 6 * spacing ** 3 / packing) ** (1 / 3)
+    centres = _rsa(rng, n_molecules, box, spacing)
+    axes = Rotation.random(len(centres), random_state=rng).apply([0.0, 0.0, 0.5 * bond])
+    pos = np.concatenate([centres + axes, centres - axes])
+    return Atoms([symbol] * len(pos), positions=pos, cell=[box] * 3 if periodic else None, pbc=periodic)
+
+
 def elemental_kinds() -> tuple[str, ...]:
     """Names of the out-of-scope elemental prototypes: every single-element entry of the AFLOW library
     outside the 8 space groups (``aflow_library.out_of_scope_entries``) whose element is at most Pu (31 of 32:
