@@ -98,6 +98,9 @@ def test_crystallinity_of_dimer_packings_is_that_of_their_molecules():
         assert order.crystallinity(prepare(gas)) < 0.3
     bcc = bulk("Fe", "bcc", a=2.87).repeat(4)  # no isolated pairs: the atoms' own bonds
     assert order.dimer_centres(bcc, order.first_shell(bcc)) is None
+    for gas in out_of_scope.molecular_gases(rng, per_kind=2):  # the calibration's halogen gases
+        assert len(gas) == 250 and gas.info["category"] == "non-crystalline"
+        assert order.dimer_centres(gas, order.first_shell(gas)) is not None
 
 
 def test_molecular_crystal_fragment_folds_onto_its_space_group():

@@ -165,6 +165,7 @@ def build_half(clf: Classifier, half: str, *, per_class: int = 12, per_kind: int
     host("ordered compound", out_of_scope.ordered_compounds(rng, per_kind=per_kind, pairs=pairs))
     host("non-crystalline", out_of_scope.non_crystalline(rng, per_kind=per_kind))
     host("out-of-scope element", out_of_scope.elemental_out_of_scope(rng, per_kind=max(2, per_kind // 2)))
+    host("non-crystalline", out_of_scope.molecular_gases(rng, per_kind=per_kind))  # last: earlier draws unchanged
     return _concat(parts)
 
 
@@ -272,7 +273,7 @@ def run(cfg, workdir) -> dict:
         reference_path.parent.mkdir(parents=True, exist_ok=True)
         np.savez(reference_path, means=reference.means, whitening=reference.whitening)
     for half in ("calibration", "measurement"):
-        path = cache / f"{stem}_{half}_{opts.per_class}_{opts.per_kind}_{opts.mc_samples}_v2.npz"
+        path = cache / f"{stem}_{half}_{opts.per_class}_{opts.per_kind}_{opts.mc_samples}_v3.npz"
         if path.is_file():
             halves[half] = dict(np.load(path, allow_pickle=False))
         else:

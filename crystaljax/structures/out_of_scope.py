@@ -1,6 +1,6 @@
 """Builders of calibration data for the "unknown" verdict: structures the shipped model does not know.
 
-Three families, each a function ``(rng, ...) -> list[ase.Atoms]`` with ``atoms.info['category']`` and
+Families, each a function ``(rng, ...) -> list[ase.Atoms]`` with ``atoms.info['category']`` and
 ``atoms.info['kind']``, built from a ``numpy.random.Generator`` so a seed gives the same set:
 
 - :func:`ordered_compounds`: rock salt, CsCl, zincblende, wurtzite, fluorite (``ase.build.bulk``), L1_2 and
@@ -10,6 +10,7 @@ Three families, each a function ``(rng, ...) -> list[ase.Atoms]`` with ``atoms.i
 - :func:`non_crystalline`: gas (random sequential addition with a minimum distance), liquid-like (a dense
   random packing relaxed with a soft repulsion) and amorphous (the same, quenched further in a
   Lennard-Jones potential).
+- :func:`molecular_gases`: gases of randomly oriented halogen molecules (:func:`dimer_gas`).
 - :func:`elemental_out_of_scope`: elemental crystals outside the 8 space groups: the 32 such entries of
   the AFLOW prototype library (alpha-U, alpha-Ga, alpha- and beta-Mn, Se and Te chains, black P, I2, the
   Pu phases, beta-Np, T-50 B, N2, S, simple hexagonal Sn...), each drawn around the library's example.
@@ -197,6 +198,23 @@ def dimer_gas(rng: np.random.Generator, symbol: str = "N", bond: float = 1.1, n_
     axes = Rotation.random(len(centres), random_state=rng).apply([0.0, 0.0, 0.5 * bond])
     pos = np.concatenate([centres + axes, centres - axes])
     return Atoms([symbol] * len(pos), positions=pos, cell=[box] * 3 if periodic else None, pbc=periodic)
+
+
+#: Bond lengths (Å) of the halogen molecules of :func:`molecular_gases` (gas-phase values, rounded).
+_HALOGEN_BONDS = {"Cl": 1.99, "Br": 2.28, "I": 2.67}
+
+
+def molecular_gases(rng: np.random.Generator, per_kind: int = 8, n_atoms: int = 250) -> list:
+    """``per_kind`` periodic gases of ``n_atoms // 2`` randomly oriented Cl2, Br2 or I2 molecules
+    (:func:`dimer_gas`, centres >= 2.5 bond lengths apart at 10 % packing): non-crystalline, kind "molecular gas"."""
+    out = []
+    for _ in range(per_kind):
+        symbol = str(rng.choice(list(_HALOGEN_BONDS)))
+        bond = _HALOGEN_BONDS[symbol]
+        atoms = dimer_gas(rng, symbol, bond, n_molecules=n_atoms // 2, spacing=2.5 * bond)
+        atoms.info.update(category="non-crystalline", kind="molecular gas")
+        out.append(atoms)
+    return out
 
 
 def elemental_kinds() -> tuple[str, ...]:
