@@ -88,6 +88,7 @@ def test_calibrate_unknown_smoke(tmp_path):
     res = calibrate_unknown.run(config("calibrate_unknown", f"unknown.cache_dir={tmp_path / 'cache'}"), tmp_path)
     assert json.loads((tmp_path / "unknown_calibration.json").read_text()) == json.loads(json.dumps(res))
     assert len(list((tmp_path / "cache").glob("*.npz"))) == 3  # both halves and the distance gate's reference
+    assert (tmp_path / "unknown_scores.png").stat().st_size > 10_000  # the held-out half's scores, plotted
     assert shipped.read_bytes() == before and "written" not in res
     th = res["thresholds"]
     assert 0.0 <= th["confidence"] <= 1.0 and th["mutual_information"] >= 0.0 and th["feature_distance"] > 0.0

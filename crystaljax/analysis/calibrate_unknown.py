@@ -235,6 +235,17 @@ def measure(th: novelty.Thresholds, data: dict[str, np.ndarray]) -> dict:
     return out
 
 
+def plot_scores(th: novelty.Thresholds, data: dict[str, np.ndarray], path, title: str = ""):
+    """``report.plot_unknown_scores`` of one half: each category's combined scores and verdicts."""
+    from crystaljax.analysis import report
+
+    f = {k: data[k] for k in novelty.FEATURES}
+    s, v = novelty.score(th, **f), novelty.verdict(th, **f).unknown
+    cats = [c for c in (*IN_CLASS, *OUT_OF_SCOPE) if (data["category"] == c).any()]
+    return report.plot_unknown_scores({c: s[data["category"] == c] for c in cats},
+                                      {c: v[data["category"] == c] for c in cats}, path, title)
+
+
 def with_distances(data: dict[str, np.ndarray], reference: novelty.EmbeddingReference,
                    classes=None) -> dict[str, np.ndarray]:
     """``data`` plus ``feature_distance`` (N,): each row's embedding distance from its predicted class, and with
@@ -303,6 +314,8 @@ def run(cfg, workdir) -> dict:
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "unknown_calibration.json").write_text(json.dumps(result, indent=1) + "\n")
+    plot_scores(th, halves["measurement"], workdir / "unknown_scores.png",
+                f"unknown verdict, model {Path(str(model)).name}, held-out measurement half")
     if opts.write:
         result["written"] = [str(novelty.save_thresholds(th, resolve_model_dir(model))),
                              str(reference.save(resolve_model_dir(model)))]

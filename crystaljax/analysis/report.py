@@ -438,3 +438,31 @@ def plot_displacement(result: dict, path: Path) -> Path:
         a.legend(fontsize=7)
     fig.suptitle("fingerprint sensitivity versus random displacements", fontsize=10)
     return save_figure(fig, path)
+
+
+def plot_unknown_scores(scores: Mapping[str, np.ndarray], flagged: Mapping[str, np.ndarray], path,
+                        title: str = "") -> Path:
+    """The unknown verdict on one half: each category's combined scores (``novelty.score``: > 1 where a gate
+    fires; the out-of-scope-symmetry rule scores 2) as a jittered strip on a log axis, with the flag line at 1 and
+    the category's flag rate (``flagged``: (n,) bool per category)."""
+    fig = _figure((9, 0.55 * len(scores) + 1.4))
+    ax = fig.subplots()
+    rng = np.random.default_rng(0)  # jitter only
+    for row, (name, s) in enumerate(scores.items()):
+        s = np.clip(np.asarray(s, float), 1e-2, 1e2)
+        f = np.asarray(flagged[name], bool)
+        y = row + rng.uniform(-0.25, 0.25, len(s))
+        ax.scatter(s[~f], y[~f], s=9, color="tab:blue", alpha=0.6, lw=0)
+        ax.scatter(s[f], y[f], s=9, color="tab:red", alpha=0.6, lw=0)
+    ax.axvline(1.0, color="0.3", lw=1.0, ls="--")
+    ax.set_xscale("log")
+    ax.set_xlim(1e-2, 1e2)
+    ax.set_yticks(range(len(scores)))
+    ax.set_yticklabels([f"{name} (n={len(s)}): {100 * np.mean(flagged[name]):.1f} % unknown"
+                        for name, s in scores.items()], fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("combined score (largest gate margin ratio; > 1: a gate fires, red = unknown)")
+    if title:
+        ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return save_figure(fig, path)
